@@ -1,0 +1,45 @@
+# genserve entry points. `make demo` and `make test` are the two commands a newcomer runs.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := demo
+.PHONY: demo test lint format serve export train bench lock clean
+
+# Create the virtual environment and install everything pinned; skipped when nothing changed.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[server,export,bench,dev]'
+	touch $@
+
+demo: $(STAMP)  ## serve every model and write images through the client
+	$(BIN)/genserve demo
+
+test: $(STAMP)  ## lint, then the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+serve: $(STAMP)  ## run the embedded Triton server in the foreground
+	$(BIN)/genserve serve
+
+export: $(STAMP)  ## export every model to ONNX into model_repository/
+	$(BIN)/genserve export
+
+bench: $(STAMP)  ## the benchmark sweep and its report
+	$(BIN)/genserve bench
+
+lock: $(STAMP)  ## refresh constraints.txt from the current environment
+	$(BIN)/pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

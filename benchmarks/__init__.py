@@ -1,0 +1,1 @@
+"""Load tests, sweeps and reports."""

@@ -1,0 +1,1 @@
+"""Model definitions, training, ONNX export and quality checks (needs torch)."""

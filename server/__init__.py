@@ -1,0 +1,1 @@
+"""The serving side: the embedded Triton launcher, the ONNX Runtime backend, pipeline helpers (no torch)."""

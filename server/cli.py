@@ -1,0 +1,160 @@
+"""The ``genserve`` command: ``serve``, ``demo``, ``export`` and ``bench``.
+
+``serve`` and ``demo`` live here; ``export`` (needs torch) and ``bench`` are imported only when
+asked for, so the serving path never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from genserve.server.launcher import DEFAULT_SHM_BYTE_SIZE, EmbeddedServer, ServerError
+
+DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+# Subcommands implemented elsewhere: name -> (module with `add_arguments` and `run`, help).
+_DELEGATED = {
+    "demo": ("genserve.server.demo", "serve every model and write sample images through Triton's client"),
+    "export": ("genserve.export.cli", "export the models to ONNX into the model repository (needs torch)"),
+    "train": ("genserve.export.cli_train", "train a model family and write its weights (needs torch)"),
+    "bench": ("genserve.benchmarks.cli", "run the benchmark sweep and write its report"),
+}
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``genserve serve``; they keep Triton's own names."""
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=DEFAULT_REPOSITORY,
+        help="Triton model repository to serve (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind HTTP, gRPC and metrics to (default: %(default)s)"
+    )
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default: %(default)s)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: %(default)s)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=8002, help="Prometheus metrics port (default: %(default)s)"
+    )
+    parser.add_argument("--log-file", type=Path, help="write the server log here instead of to stderr")
+    parser.add_argument(
+        "--log-verbose", type=int, default=0, help="Triton's log verbosity, 0 = off (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for every model to load (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--exit-timeout-secs",
+        type=float,
+        default=30.0,
+        help="on SIGINT/SIGTERM, seconds in-flight requests get to finish (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shm-byte-size",
+        type=int,
+        default=DEFAULT_SHM_BYTE_SIZE,
+        help="shared memory per Python-backend model instance, bytes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-control-mode",
+        choices=("none", "explicit", "poll"),
+        default="none",
+        help="Triton's model control mode (default: %(default)s)",
+    )
+    parser.add_argument(
+        "triton_args",
+        nargs="*",
+        metavar="-- TRITON_ARG",
+        help="further tritonserver flags after '--', passed unchanged (e.g. -- --http-restricted-api=...)",
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the embedded server in the foreground until SIGINT/SIGTERM."""
+    server = EmbeddedServer(
+        args.model_repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        log_file=args.log_file,
+        echo_log=args.log_file is None,
+        ready_timeout=args.ready_timeout,
+        exit_timeout=args.exit_timeout_secs,
+        shm_byte_size=args.shm_byte_size,
+        model_control_mode=args.model_control_mode,
+        log_verbose=args.log_verbose,
+        extra_args=tuple(args.triton_args),
+    )
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            print(
+                f"genserve: {signal.Signals(signum).name} received, letting in-flight requests finish",
+                flush=True,
+            )
+            server.stop()
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        server.start()
+    except ServerError as error:
+        print(f"genserve serve: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"genserve: serving {server.model_repository}\n"
+        f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}\n"
+        "  Ctrl-C stops the server (in-flight requests finish first)",
+        flush=True,
+    )
+    code = server.wait()
+    server.stop()
+    return 0 if stopping else code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``genserve`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="genserve", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run a real Triton server on this host with the model repository",
+        description="Run the embedded Triton Inference Server (the tritonserver binary of the "
+        "nvidia-pytriton wheel) in the foreground. Ports bind to 127.0.0.1 unless --host says otherwise.",
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=run_serve)
+    # Listed for --help only: main() hands their arguments to their own modules.
+    for name, (_module, help_text) in _DELEGATED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``genserve`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Delegated subcommands parse their own options, so their --help is their own.
+    if argv and argv[0] in _DELEGATED:
+        module = importlib.import_module(_DELEGATED[argv[0]][0])
+        return int(module.main(argv[1:]) or 0)
+    args = parser.parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Start, watch and stop a real ``tritonserver`` process on this host.
+
+:class:`EmbeddedServer` is used by the ``genserve serve`` command, the demo, the tests and the
+benchmarks alike::
+
+    with EmbeddedServer(model_repository="model_repository") as server:
+        print(server.grpc_url)
+
+The server runs in its own process group so that Triton's backend stubs are never left behind,
+even when the server itself has to be killed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from genserve.server.backend_dir import build_backend_dir
+from genserve.server.triton_install import TritonInstall
+
+DEFAULT_SHM_BYTE_SIZE = 16 * 1024 * 1024
+_LOG_LINES_KEPT = 2000
+_FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_TABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*UNAVAILABLE: (.*?)\s*\|$")
+
+
+class ServerError(RuntimeError):
+    """The embedded server could not be started or stopped cleanly."""
+
+
+class PortInUseError(ServerError):
+    """A port the server should listen on is taken by another process."""
+
+
+class ModelLoadError(ServerError):
+    """A model in the repository failed to load.
+
+    Attributes:
+        failures: Triton's reason per model name.
+    """
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        detail = "; ".join(f"model '{name}' failed to load: {why}" for name, why in failures.items())
+        super().__init__(detail)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _check_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise PortInUseError(
+                f"{what} port {port} on {host} is already in use ({error.strerror}); "
+                f"stop the other process or pass another --{what}-port"
+            ) from None
+
+
+class EmbeddedServer:
+    """A ``tritonserver`` child process serving one model repository.
+
+    Args:
+        model_repository: Folder of Triton models (``<name>/config.pbtxt``).
+        host: Address to bind HTTP, gRPC and metrics to; ``127.0.0.1`` keeps it local.
+        http_port: HTTP port; ``None`` picks a free one.
+        grpc_port: gRPC port; ``None`` picks a free one.
+        metrics_port: Prometheus metrics port; ``None`` picks a free one.
+        log_file: Where the server log is written; ``None`` keeps only its tail in memory.
+        echo_log: Also copy the server log to this process's stderr.
+        ready_timeout: Seconds to wait for every model to be ready.
+        exit_timeout: Seconds Triton waits for in-flight requests when stopped.
+        shm_byte_size: Shared memory per Python-backend model instance, in bytes.
+        model_control_mode: Triton's ``--model-control-mode`` (``none`` or ``explicit``).
+        log_verbose: Triton's ``--log-verbose`` level.
+        extra_args: Further ``tritonserver`` flags, passed unchanged.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        log_file: str | os.PathLike[str] | None = None,
+        echo_log: bool = False,
+        ready_timeout: float = 180.0,
+        exit_timeout: float = 30.0,
+        shm_byte_size: int = DEFAULT_SHM_BYTE_SIZE,
+        model_control_mode: str = "none",
+        log_verbose: int = 0,
+        extra_args: tuple[str, ...] = (),
+    ):
+        self.model_repository = Path(model_repository).resolve()
+        self.host = host
+        self.http_port = http_port if http_port is not None else free_port(host)
+        self.grpc_port = grpc_port if grpc_port is not None else free_port(host)
+        self.metrics_port = metrics_port if metrics_port is not None else free_port(host)
+        self.log_file = Path(log_file) if log_file is not None else None
+        self.echo_log = echo_log
+        self.ready_timeout = ready_timeout
+        self.exit_timeout = exit_timeout
+        self.shm_byte_size = shm_byte_size
+        self.model_control_mode = model_control_mode
+        self.log_verbose = log_verbose
+        self.extra_args = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=_LOG_LINES_KEPT)
+        self._log_thread: threading.Thread | None = None
+
+    # -- addresses ---------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint, as tritonclient expects it."""
+        return f"{_connect_host(self.host)}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint, as tritonclient expects it."""
+        return f"{_connect_host(self.host)}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """URL of the Prometheus metrics page."""
+        return f"http://{_connect_host(self.host)}:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of ``tritonserver`` while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log(self) -> str:
+        """The last lines of the server log."""
+        return "".join(self._log_tail)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def command(self, backend_dir: Path, install: TritonInstall) -> list[str]:
+        """The ``tritonserver`` command line this server runs."""
+        return [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_dir}",
+            f"--backend-config=python,shm-default-byte-size={self.shm_byte_size}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--exit-timeout-secs={int(self.exit_timeout)}",
+            f"--log-verbose={self.log_verbose}",
+            "--strict-readiness=true",
+            *self.extra_args,
+        ]
+
+    def start(self) -> EmbeddedServer:
+        """Launch the server and wait until it is ready.
+
+        Raises:
+            PortInUseError: A port is taken.
+            ModelLoadError: A model failed to load (the message names it and Triton's reason).
+            ServerError: The server exited or did not become ready in time.
+        """
+        if self._process is not None:
+            raise ServerError("server already started")
+        if not (self.model_repository / ".").is_dir():
+            raise ServerError(f"model repository {self.model_repository} does not exist")
+        for what, port in (
+            ("http", self.http_port),
+            ("grpc", self.grpc_port),
+            ("metrics", self.metrics_port),
+        ):
+            _check_port_free(self.host, port, what)
+        install = TritonInstall.find()
+        self._workdir = tempfile.TemporaryDirectory(prefix="genserve-triton-")
+        backend_dir = build_backend_dir(Path(self._workdir.name) / "backends", install)
+        self._log_tail.clear()
+        self._process = subprocess.Popen(
+            self.command(backend_dir, install),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._environment(install),
+            start_new_session=True,
+        )
+        self._log_thread = threading.Thread(target=self._pump_log, name="triton-log", daemon=True)
+        self._log_thread.start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _environment(self, install: TritonInstall) -> dict[str, str]:
+        env = dict(os.environ)
+        # The stub runs model.py with the first Python on PATH: make it this environment's.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        libraries = [str(install.library_dir)]
+        libdir = sysconfig.get_config_var("LIBDIR")
+        if libdir:
+            libraries.append(libdir)
+        if env.get("LD_LIBRARY_PATH"):
+            libraries.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(libraries)
+        return env
+
+    def _pump_log(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        sink: IO[str] | None = None
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            sink = self.log_file.open("a", encoding="utf-8")
+        try:
+            for raw in self._process.stdout:
+                line = raw.decode("utf-8", errors="replace")
+                self._log_tail.append(line)
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
+                if self.echo_log:
+                    sys.stderr.write(line)
+        finally:
+            if sink is not None:
+                sink.close()
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.ready_timeout
+        url = f"http://{_connect_host(self.host)}:{self.http_port}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._join_log()
+                raise self._startup_failure()
+            if _http_ok(url):
+                return
+            time.sleep(0.1)
+        raise ServerError(
+            f"server not ready after {self.ready_timeout:.0f} s; last log lines:\n{self._last_lines(30)}"
+        )
+
+    def _startup_failure(self) -> ServerError:
+        log = self.log
+        failures = dict(_FAILED_LOAD.findall(log))
+        for line in log.splitlines():
+            row = _TABLE_ROW.match(line.strip())
+            if row and row.group(1) not in failures:
+                failures[row.group(1)] = row.group(3)
+        if failures:
+            return ModelLoadError(failures)
+        if "Address already in use" in log or "address already in use" in log:
+            return PortInUseError(f"a server port is already in use:\n{self._last_lines(10)}")
+        code = self._process.returncode if self._process is not None else None
+        return ServerError(f"tritonserver exited with code {code} during start-up:\n{self._last_lines(30)}")
+
+    def _last_lines(self, count: int) -> str:
+        return "".join(list(self._log_tail)[-count:])
+
+    def _join_log(self) -> None:
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=5)
+
+    def is_ready(self) -> bool:
+        """Whether the server answers ready on its HTTP endpoint."""
+        return _http_ok(f"http://{_connect_host(self.host)}:{self.http_port}/v2/health/ready")
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop gracefully: SIGTERM lets in-flight requests finish, then the process group is reaped.
+
+        Args:
+            timeout: Seconds to wait before killing; defaults to ``exit_timeout`` plus a margin.
+
+        Returns:
+            The server's exit code, or ``None`` if it was not running.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if timeout is None:
+            timeout = self.exit_timeout + 10
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        # Backend stubs share the server's process group; none may outlive it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        self._join_log()
+        if process.stdout is not None:
+            process.stdout.close()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        return code
+
+    def wait(self) -> int:
+        """Block until the server process exits; return its exit code."""
+        if self._process is None:
+            raise ServerError("server not started")
+        return self._process.wait()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

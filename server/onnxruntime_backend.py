@@ -1,0 +1,157 @@
+"""A Python-based Triton backend that runs ``platform: "onnxruntime_onnx"`` models with ONNX Runtime.
+
+The embedded server copies this file to ``<backend-dir>/onnxruntime/model.py``; Triton then uses it
+for every model whose config names the ONNX Runtime platform or backend, so the configs stay exactly
+those NVIDIA's container reads with its native ONNX Runtime backend.
+
+It honours from the config: tensor names, dtypes and dims (``-1`` allowed), ``max_batch_size``,
+``default_model_filename``, the parameters ``intra_op_thread_count``, ``inter_op_thread_count`` and
+``execution_mode`` (as the native backend does), and the execution providers: the instance kind
+(``KIND_GPU`` asks for CUDA), ``optimization.execution_accelerators`` (``tensorrt``), or an explicit
+comma-separated ``execution_providers`` parameter. Providers this ONNX Runtime lacks fall back to CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+from genserve.server.batching import RequestError, check_inputs, concatenate, group_by_shape, split_rows
+from genserve.server.model_config import ModelSpec
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "gpu": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+def choose_providers(spec: ModelSpec, device_kind: str, device_id: int) -> list[Any]:
+    """Pick ONNX Runtime execution providers from the config; CPU is always the last resort."""
+    wanted: list[str] = []
+    if spec.parameters.get("execution_providers"):
+        for name in spec.parameters["execution_providers"].split(","):
+            name = name.strip()
+            wanted.append(_PROVIDER_ALIASES.get(name.lower(), name))
+    else:
+        accelerators = spec.raw.get("optimization", {}).get("execution_accelerators", {})
+        if device_kind == "GPU":
+            for accelerator in accelerators.get("gpu_execution_accelerator", []):
+                wanted.append(_PROVIDER_ALIASES.get(accelerator.get("name", "").lower(), ""))
+            wanted.append("CUDAExecutionProvider")
+    available = set(ort.get_available_providers())
+    chosen: list[Any] = []
+    for name in wanted:
+        if name and name in available and name not in chosen:
+            chosen.append((name, {"device_id": device_id}) if name != "CPUExecutionProvider" else name)
+        elif name and name not in available:
+            pb_utils.Logger.log_warn(f"{spec.name}: execution provider {name} unavailable, skipped")
+    chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def session_options(spec: ModelSpec) -> ort.SessionOptions:
+    """Session options from the config parameters the native backend also reads."""
+    options = ort.SessionOptions()
+    params = spec.parameters
+    if "intra_op_thread_count" in params:
+        options.intra_op_num_threads = int(params["intra_op_thread_count"])
+    if "inter_op_thread_count" in params:
+        options.inter_op_num_threads = int(params["inter_op_thread_count"])
+    if params.get("execution_mode") == "1":
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    return options
+
+
+class TritonPythonModel:
+    """Runs one ONNX model; batches every request of an execution through one session call."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        self.spec = ModelSpec.from_triton(args["model_config"])
+        filename = self.spec.raw.get("default_model_filename") or "model.onnx"
+        path = os.path.join(args["model_repository"], args["model_version"], filename)
+        if not os.path.exists(path):
+            raise pb_utils.TritonModelException(f"model file {path} not found")
+        providers = choose_providers(
+            self.spec, args.get("model_instance_kind", "CPU"), int(args.get("model_instance_device_id", 0))
+        )
+        self.session = ort.InferenceSession(
+            path, sess_options=session_options(self.spec), providers=providers
+        )
+        self._check_signature()
+        self.output_names = [tensor.name for tensor in self.spec.outputs]
+
+    def _check_signature(self) -> None:
+        model_inputs = {node.name for node in self.session.get_inputs()}
+        model_outputs = {node.name for node in self.session.get_outputs()}
+        for tensor in self.spec.inputs:
+            if tensor.name not in model_inputs:
+                raise pb_utils.TritonModelException(
+                    f"config input '{tensor.name}' is not an input of the ONNX model {sorted(model_inputs)}"
+                )
+        for tensor in self.spec.outputs:
+            if tensor.name not in model_outputs:
+                raise pb_utils.TritonModelException(
+                    f"config output '{tensor.name}' is not an output of the ONNX model "
+                    f"{sorted(model_outputs)}"
+                )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        valid: list[int] = []
+        arrays: list[dict[str, np.ndarray]] = []
+        for index, request in enumerate(requests):
+            inputs = {}
+            for tensor in self.spec.inputs:
+                found = pb_utils.get_input_tensor_by_name(request, tensor.name)
+                inputs[tensor.name] = found.as_numpy() if found is not None else None
+            try:
+                check_inputs(self.spec, inputs)
+            except RequestError as error:
+                responses[index] = _error_response(str(error), pb_utils.TritonError.INVALID_ARG)
+                continue
+            valid.append(index)
+            arrays.append({name: array for name, array in inputs.items() if array is not None})
+
+        groups = group_by_shape(arrays) if self.spec.batched else [[i] for i in range(len(arrays))]
+        for group in groups:
+            members = [valid[i] for i in group]
+            try:
+                if self.spec.batched:
+                    batch, rows = concatenate([arrays[i] for i in group])
+                else:
+                    batch, rows = arrays[group[0]], [1]
+                results = self.session.run(self.output_names, batch)
+                outputs = dict(zip(self.output_names, results, strict=True))
+                parts = split_rows(outputs, rows) if self.spec.batched else [outputs]
+                for index, part in zip(members, parts, strict=True):
+                    responses[index] = self._response(part)
+            except Exception as error:  # one failed run fails only its own group
+                for index in members:
+                    responses[index] = _error_response(
+                        f"{self.spec.name}: {error}", pb_utils.TritonError.INTERNAL
+                    )
+        return responses
+
+    def _response(self, outputs: dict[str, np.ndarray]) -> Any:
+        tensors = []
+        for tensor in self.spec.outputs:
+            array = outputs[tensor.name]
+            if array.dtype != tensor.dtype:
+                raise RuntimeError(
+                    f"output '{tensor.name}' has dtype {array.dtype}; config says {tensor.dtype}"
+                )
+            tensors.append(pb_utils.Tensor(tensor.name, np.ascontiguousarray(array)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def finalize(self) -> None:
+        self.session = None
+
+
+def _error_response(message: str, code: int) -> Any:
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
