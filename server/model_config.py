@@ -37,13 +37,16 @@ class TensorSpec:
     Attributes:
         name: Tensor name.
         dtype: numpy dtype of the tensor (``object`` for ``TYPE_STRING``).
-        dims: Shape without the batch dimension; ``-1`` is any size.
+        dims: Shape without the batch dimension, as requests send it; ``-1`` is any size.
+        reshape: Shape the model itself sees (config ``reshape``), e.g. ``()`` for a ``[batch]`` input
+            that requests send as ``[batch, 1]``; ``None`` when it equals ``dims``.
         optional: Whether a request may leave the input out.
     """
 
     name: str
     dtype: np.dtype[Any]
     dims: tuple[int, ...]
+    reshape: tuple[int, ...] | None = None
     optional: bool = False
 
     @property
@@ -98,10 +101,11 @@ def _tensor(entry: Mapping[str, Any]) -> TensorSpec:
     data_type = entry["data_type"]
     if data_type not in TRITON_DTYPES:
         raise ValueError(f"tensor '{entry['name']}': unsupported data_type {data_type}")
-    dims = entry.get("reshape", {}).get("shape") if "reshape" in entry else entry.get("dims", [])
+    reshape = entry.get("reshape")
     return TensorSpec(
         name=entry["name"],
         dtype=TRITON_DTYPES[data_type],
-        dims=tuple(int(d) for d in dims),
+        dims=tuple(int(d) for d in entry.get("dims", [])),
+        reshape=tuple(int(d) for d in reshape.get("shape", [])) if reshape is not None else None,
         optional=bool(entry.get("optional", False)),
     )

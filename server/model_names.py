@@ -1,0 +1,16 @@
+"""Names of the internal models in the repository and of their ONNX tensors.
+
+The endpoints (``gan``, ``style_transfer``, ``diffusion``) are in the client's contract; these are
+the networks behind them, written by ``genserve export`` and called by the pipelines.
+"""
+
+GAN_GENERATOR = "gan_generator"
+"""ONNX: ``z`` FP32 [B, latent_dim], ``label`` INT64 [B] -> ``image`` FP32 [B, C, H, W] in [-1, 1]."""
+
+DIFFUSION_UNET = "diffusion_unet"
+"""ONNX: ``x`` FP32 [B, C, H, W], ``t`` INT64 [B], ``y`` INT64 [B] (NUM_CLASSES = no label) -> ``eps``."""
+
+STYLE_NETWORK = "style_network"
+"""ONNX: ``content``, ``style`` FP32 [B, 3, H, W] in [-1, 1], ``alpha`` FP32 [B] -> ``image`` FP32."""
+
+MODEL_FILENAME = "model.onnx"
