@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from genserve.server.model_config import ModelSpec, TensorSpec
 
 Arrays = Mapping[str, np.ndarray]

@@ -106,13 +106,15 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"genserve: {signal.Signals(signum).name} received, letting in-flight requests finish",
                 flush=True,
             )
-            server.stop()
+            server.request_stop()
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     try:
         server.start()
     except ServerError as error:
+        if stopping:
+            return 0
         print(f"genserve serve: {error}", file=sys.stderr)
         return 1
     print(

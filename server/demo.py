@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+
 from genserve.server.launcher import EmbeddedServer
 
 

@@ -322,6 +322,12 @@ class EmbeddedServer:
             self._workdir = None
         return code
 
+    def request_stop(self) -> None:
+        """Send SIGTERM without waiting (safe in a signal handler); :meth:`stop` then reaps."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signal.SIGTERM)
+
     def wait(self) -> int:
         """Block until the server process exits; return its exit code."""
         if self._process is None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
 from genserve.server.batching import RequestError, check_inputs, concatenate, group_by_shape, split_rows
 from genserve.server.model_config import ModelSpec
 

@@ -1,0 +1,45 @@
+"""Shared fixtures: real Triton servers on free ports, always torn down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from genserve.server.launcher import EmbeddedServer
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Pids of live processes in a process group (read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields: state, ppid, pgrp, ...; zombies are already gone for our purposes.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    """Start an embedded server on a repository; every server started is stopped at teardown."""
+    started: list[EmbeddedServer] = []
+
+    def start(repository: Path, **options) -> EmbeddedServer:
+        options.setdefault("log_file", tmp_path / f"server{len(started)}.log")
+        options.setdefault("exit_timeout", 10)
+        server = EmbeddedServer(repository, **options)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
