@@ -200,7 +200,8 @@ def test_serve_command_forwards_sigint(tmp_path, tiny_repository):
         assert process.wait(timeout=30) == 0
     finally:
         process.kill()
-    with socket.socket() as probe:  # the server is gone: its port is free again
+    with socket.socket() as probe:  # the server is gone: nothing listens on its port
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", int(ports[0])))
 
 
