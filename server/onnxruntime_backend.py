@@ -22,6 +22,7 @@ import triton_python_backend_utils as pb_utils
 
 from genserve.server.batching import RequestError, check_inputs, concatenate, group_by_shape, split_rows
 from genserve.server.model_config import ModelSpec
+from genserve.server.triton_glue import error_response, read_inputs
 
 _PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -107,14 +108,11 @@ class TritonPythonModel:
         valid: list[int] = []
         arrays: list[dict[str, np.ndarray]] = []
         for index, request in enumerate(requests):
-            inputs = {}
-            for tensor in self.spec.inputs:
-                found = pb_utils.get_input_tensor_by_name(request, tensor.name)
-                inputs[tensor.name] = found.as_numpy() if found is not None else None
+            inputs = read_inputs(request, (tensor.name for tensor in self.spec.inputs))
             try:
                 check_inputs(self.spec, inputs)
             except RequestError as error:
-                responses[index] = _error_response(str(error), pb_utils.TritonError.INVALID_ARG)
+                responses[index] = error_response(str(error))
                 continue
             valid.append(index)
             arrays.append({name: array for name, array in inputs.items() if array is not None})
@@ -134,7 +132,7 @@ class TritonPythonModel:
                     responses[index] = self._response(part)
             except Exception as error:  # one failed run fails only its own group
                 for index in members:
-                    responses[index] = _error_response(
+                    responses[index] = error_response(
                         f"{self.spec.name}: {error}", pb_utils.TritonError.INTERNAL
                     )
         return responses
@@ -168,7 +166,3 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.session = None
-
-
-def _error_response(message: str, code: int) -> Any:
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))

@@ -1,0 +1,62 @@
+"""Small helpers for genserve's Python models, shared so every model reads and fails the same way.
+
+Importable only inside Triton's Python backend stub (``triton_python_backend_utils`` is there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from genserve.client.contract import Bound
+
+
+def read_inputs(request: Any, names: Iterable[str]) -> dict[str, np.ndarray | None]:
+    """The request's input arrays by name (``None`` where the request left one out)."""
+    arrays: dict[str, np.ndarray | None] = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        arrays[name] = tensor.as_numpy() if tensor is not None else None
+    return arrays
+
+
+def scalar_rows(array: np.ndarray | None, bound: Bound, rows: int) -> np.ndarray:
+    """One value per row from a ``[rows, 1]`` (or ``[1]``) input, checked against its bound.
+
+    A missing input takes the bound's default; a single value applies to every row.
+
+    Raises:
+        ValueError: naming the input and its allowed range.
+    """
+    if array is None:
+        if bound.default is None:
+            raise ValueError(f"input '{bound.name}' is missing")
+        array = np.full(rows, bound.default)
+    values = np.asarray(array).reshape(-1)
+    if values.size == 1 and rows > 1:
+        values = np.repeat(values, rows)
+    if values.size != rows:
+        raise ValueError(f"input '{bound.name}' has {values.size} values; expected 1 or {rows}")
+    bound.check(values)
+    return values
+
+
+def error_response(message: str, code: int | None = None) -> Any:
+    """An inference response carrying only an error (``INVALID_ARG`` unless told otherwise)."""
+    if code is None:
+        code = pb_utils.TritonError.INVALID_ARG
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+def check_bls_response(response: Any, model: str) -> None:
+    """Raise if a BLS call to ``model`` failed, keeping Triton's message."""
+    if response.has_error():
+        raise RuntimeError(f"{model}: {response.error().message()}")
+
+
+def output_array(response: Any, name: str) -> np.ndarray:
+    """An output of a BLS response as a numpy array."""
+    return pb_utils.get_output_tensor_by_name(response, name).as_numpy()
