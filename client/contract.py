@@ -22,6 +22,9 @@ NUM_CLASSES = 10
 GAN_MAX_BATCH = 256
 """Rows in one ``gan`` request, and the generator's export profile maximum."""
 
+DIFFUSION_MAX_IMAGES = 16
+"""Images in one ``diffusion`` request (guidance doubles them to the UNet's 32 rows per call)."""
+
 MAX_SEED = 2**63 - 1
 
 

@@ -21,7 +21,10 @@ class RequestError(ValueError):
 
 
 def check_inputs(spec: ModelSpec, arrays: Mapping[str, np.ndarray | None]) -> int:
-    """Check one request's inputs against the model config.
+    """Check one request's inputs, as a backend receives them, against the model config.
+
+    Shapes are checked against each input's :attr:`TensorSpec.model_dims` (Triton has already applied
+    the config's ``reshape``).
 
     Args:
         spec: The model config.
@@ -43,9 +46,10 @@ def check_inputs(spec: ModelSpec, arrays: Mapping[str, np.ndarray | None]) -> in
         _check_dtype(tensor, array)
         shape = tuple(array.shape)
         if spec.batched:
-            if len(shape) != len(tensor.dims) + 1:
+            if len(shape) != len(tensor.model_dims) + 1:
+                expected = _dims(tensor.model_dims)
                 raise RequestError(
-                    f"input '{tensor.name}' has shape {list(shape)}; expected [batch, {_dims(tensor.dims)}]"
+                    f"input '{tensor.name}' has shape {list(shape)}; expected [batch, {expected}]"
                 )
             batch = shape[0]
             if not 1 <= batch <= spec.max_batch_size:
@@ -56,8 +60,10 @@ def check_inputs(spec: ModelSpec, arrays: Mapping[str, np.ndarray | None]) -> in
                 raise RequestError(f"input '{tensor.name}' has {batch} rows; other inputs have {rows}")
             rows = batch
             shape = shape[1:]
-        if not _dims_match(shape, tensor.dims):
-            expected = f"[batch, {_dims(tensor.dims)}]" if spec.batched else f"[{_dims(tensor.dims)}]"
+        if not _dims_match(shape, tensor.model_dims):
+            expected = (
+                f"[batch, {_dims(tensor.model_dims)}]" if spec.batched else f"[{_dims(tensor.model_dims)}]"
+            )
             full = list(array.shape)
             raise RequestError(f"input '{tensor.name}' has shape {full}; expected {expected}")
     return rows if rows is not None else 1

@@ -39,7 +39,8 @@ class TensorSpec:
         dtype: numpy dtype of the tensor (``object`` for ``TYPE_STRING``).
         dims: Shape without the batch dimension, as requests send it; ``-1`` is any size.
         reshape: Shape the model itself sees (config ``reshape``), e.g. ``()`` for a ``[batch]`` input
-            that requests send as ``[batch, 1]``; ``None`` when it equals ``dims``.
+            that requests send as ``[batch, 1]``; ``None`` when it equals ``dims``. Triton applies it
+            before a backend sees the tensor.
         optional: Whether a request may leave the input out.
     """
 
@@ -48,6 +49,11 @@ class TensorSpec:
     dims: tuple[int, ...]
     reshape: tuple[int, ...] | None = None
     optional: bool = False
+
+    @property
+    def model_dims(self) -> tuple[int, ...]:
+        """The shape a backend receives (past the batch axis): ``reshape`` if set, else ``dims``."""
+        return self.reshape if self.reshape is not None else self.dims
 
     @property
     def triton_dtype(self) -> str:

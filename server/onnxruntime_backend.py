@@ -125,8 +125,8 @@ class TritonPythonModel:
                     batch, rows = concatenate([arrays[i] for i in group])
                 else:
                     batch, rows = arrays[group[0]], [1]
-                results = self.session.run(self.output_names, self._model_shapes(batch))
-                outputs = self._config_shapes(dict(zip(self.output_names, results, strict=True)))
+                results = self.session.run(self.output_names, batch)
+                outputs = dict(zip(self.output_names, results, strict=True))
                 parts = split_rows(outputs, rows) if self.spec.batched else [outputs]
                 for index, part in zip(members, parts, strict=True):
                     responses[index] = self._response(part)
@@ -136,22 +136,6 @@ class TritonPythonModel:
                         f"{self.spec.name}: {error}", pb_utils.TritonError.INTERNAL
                     )
         return responses
-
-    def _model_shapes(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Apply the config's ``reshape``: e.g. ``[B, 1]`` from the wire -> ``[B]`` for the model."""
-        for tensor in self.spec.inputs:
-            if tensor.reshape is not None and tensor.name in batch:
-                lead = batch[tensor.name].shape[:1] if self.spec.batched else ()
-                batch[tensor.name] = batch[tensor.name].reshape(*lead, *tensor.reshape)
-        return batch
-
-    def _config_shapes(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Give outputs with a config ``reshape`` the shape the config's ``dims`` promise."""
-        for tensor in self.spec.outputs:
-            if tensor.reshape is not None:
-                lead = outputs[tensor.name].shape[:1] if self.spec.batched else ()
-                outputs[tensor.name] = outputs[tensor.name].reshape(*lead, *tensor.dims)
-        return outputs
 
     def _response(self, outputs: dict[str, np.ndarray]) -> Any:
         tensors = []

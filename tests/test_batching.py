@@ -21,7 +21,7 @@ SPEC = ModelSpec.from_triton(CONFIG)
 
 
 def arrays(rows=2, **overrides):
-    base = {"x": np.zeros((rows, 4), np.float32), "label": np.zeros((rows, 1), np.int64)}
+    base = {"x": np.zeros((rows, 4), np.float32), "label": np.zeros(rows, np.int64)}
     base.update(overrides)
     return base
 
@@ -47,7 +47,7 @@ def test_valid_request_gives_row_count():
         ({"x": np.zeros((2, 4), np.float64)}, "input 'x' has dtype float64; expected FP32"),
         ({"x": np.zeros((2, 5), np.float32)}, "input 'x' has shape [2, 5]; expected [batch, 4]"),
         ({"x": np.zeros((4,), np.float32)}, "input 'x' has shape [4]; expected [batch, 4]"),
-        ({"label": np.zeros((3, 1), np.int64)}, "input 'label' has 3 rows; other inputs have 2"),
+        ({"label": np.zeros(3, np.int64)}, "input 'label' has 3 rows; other inputs have 2"),
         (
             {"img": np.zeros((2, 5, 7, 4), np.uint8)},
             "input 'img' has shape [2, 5, 7, 4]; expected [batch, -1, -1, 3]",
