@@ -43,3 +43,20 @@ def start_server(tmp_path: Path) -> Iterator:
     yield start
     for server in started:
         server.stop()
+
+
+REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+ONNX_MODELS = ("gan_generator", "diffusion_unet", "style_network")
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory) -> Iterator[EmbeddedServer]:
+    """The project's own model repository on a real embedded server, shared by the whole session."""
+    missing = [name for name in ONNX_MODELS if not (REPOSITORY / name / "1" / "model.onnx").exists()]
+    if missing:
+        pytest.fail(f"models not exported: {', '.join(missing)}; run `make export` (genserve export)")
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    server = EmbeddedServer(REPOSITORY, log_file=log, exit_timeout=10)
+    server.start()
+    yield server
+    server.stop()
