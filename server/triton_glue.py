@@ -24,9 +24,10 @@ def read_inputs(request: Any, names: Iterable[str]) -> dict[str, np.ndarray | No
 
 
 def scalar_rows(array: np.ndarray | None, bound: Bound, rows: int) -> np.ndarray:
-    """One value per row from a ``[rows, 1]`` (or ``[1]``) input, checked against its bound.
+    """One value per row from a ``[rows, 1]`` (or ``[rows]``) input, checked against its bound.
 
-    A missing input takes the bound's default; a single value applies to every row.
+    A missing input takes the bound's default for every row; a given one needs exactly ``rows`` values
+    (nothing is repeated or cut silently).
 
     Raises:
         ValueError: naming the input and its allowed range.
@@ -36,10 +37,8 @@ def scalar_rows(array: np.ndarray | None, bound: Bound, rows: int) -> np.ndarray
             raise ValueError(f"input '{bound.name}' is missing")
         array = np.full(rows, bound.default)
     values = np.asarray(array).reshape(-1)
-    if values.size == 1 and rows > 1:
-        values = np.repeat(values, rows)
     if values.size != rows:
-        raise ValueError(f"input '{bound.name}' has {values.size} values; expected 1 or {rows}")
+        raise ValueError(f"input '{bound.name}' has {values.size} values; expected {rows}, one per row")
     bound.check(values)
     return values
 

@@ -40,12 +40,14 @@ class TritonPythonModel:
             arrays = read_inputs(request, ("seed", "label"))
             try:
                 rows = len(arrays["seed"]) if arrays["seed"] is not None else 1
-                seeds.append(scalar_rows(arrays["seed"], SEED, rows))
-                labels.append(scalar_rows(arrays["label"], LABEL, rows))
+                request_seeds = scalar_rows(arrays["seed"], SEED, rows)
+                request_labels = scalar_rows(arrays["label"], LABEL, rows)
             except ValueError as error:
                 responses[index] = error_response(str(error))
                 continue
             valid.append(index)
+            seeds.append(request_seeds)
+            labels.append(request_labels)
         if not valid:
             return responses
         try:
