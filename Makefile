@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)  ## serve every model and write images through the client
 	$(BIN)/genserve demo
 
-test: $(STAMP)  ## lint, then the whole test suite
+test: $(STAMP)  ## lint, export the models if needed, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/genserve export --if-missing
 	$(BIN)/pytest
 
 lint: $(STAMP)

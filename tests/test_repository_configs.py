@@ -46,7 +46,16 @@ PYTHON_IMPORTS_ALLOWED = {
     "__future__",
 }
 
-CONFIG_PATHS = sorted(REPOSITORY.glob("*/config.pbtxt"))
+# The default configs, and the alternatives picked by `tritonserver --model-config-name=<name>`.
+CONFIG_PATHS = sorted([*REPOSITORY.glob("*/config.pbtxt"), *REPOSITORY.glob("*/configs/*.pbtxt")])
+
+
+def model_folder(path: Path) -> Path:
+    return path.parent if path.name == "config.pbtxt" else path.parent.parent
+
+
+def config_id(path: Path) -> str:
+    return f"{model_folder(path).name}:{path.stem}"
 
 
 def load_config(path: Path) -> model_config_pb2.ModelConfig:
@@ -55,28 +64,36 @@ def load_config(path: Path) -> model_config_pb2.ModelConfig:
 
 
 def test_repository_has_the_endpoints_and_their_networks():
-    names = {path.parent.name for path in CONFIG_PATHS}
+    names = {model_folder(path).name for path in CONFIG_PATHS}
     assert set(ENDPOINTS) <= names
     assert {"gan_generator", "diffusion_unet", "style_network"} <= names
 
 
-@pytest.mark.parametrize("path", CONFIG_PATHS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", CONFIG_PATHS, ids=config_id)
 def test_config_names_its_folder_and_has_a_version(path):
     config = load_config(path)
-    assert config.name == path.parent.name
-    assert (path.parent / "1").is_dir()
+    assert config.name == model_folder(path).name
+    assert (model_folder(path) / "1").is_dir()
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_PATHS if p.name != "config.pbtxt"], ids=config_id)
+def test_alternative_configs_keep_the_default_signature(path):
+    default = load_config(model_folder(path) / "config.pbtxt")
+    alternative = load_config(path)
+    for field in ("platform", "backend", "max_batch_size", "input", "output", "model_transaction_policy"):
+        assert getattr(alternative, field) == getattr(default, field), field
 
 
 ONNX_CONFIGS = [p for p in CONFIG_PATHS if load_config(p).platform == "onnxruntime_onnx"]
 
 
-@pytest.mark.parametrize("path", ONNX_CONFIGS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", ONNX_CONFIGS, ids=config_id)
 def test_onnx_config_matches_its_model(path):
     config = load_config(path)
     assert not config.backend or config.backend == "onnxruntime"
     unknown = set(config.parameters) - NATIVE_ONNXRUNTIME_PARAMETERS
     assert not unknown, f"parameters the native ONNX Runtime backend does not know: {unknown}"
-    model_file = path.parent / "1" / (config.default_model_filename or "model.onnx")
+    model_file = model_folder(path) / "1" / (config.default_model_filename or "model.onnx")
     assert model_file.exists(), f"{model_file} missing: run `genserve export`"
     model = onnx.load(str(model_file), load_external_data=False)
     graph_io = {"input": model.graph.input, "output": model.graph.output}
@@ -101,8 +118,7 @@ PYTHON_MODELS = sorted(REPOSITORY.glob("*/1/model.py"))
 
 @pytest.mark.parametrize("path", PYTHON_MODELS, ids=lambda p: p.parent.parent.name)
 def test_python_models_import_only_what_the_container_has(path):
-    config = load_config(path.parent.parent / "config.pbtxt")
-    assert config.backend == "python"
+    assert load_config(path.parent.parent / "config.pbtxt").backend == "python"
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
