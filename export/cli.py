@@ -1,0 +1,264 @@
+"""``genserve export``: ONNX models and their optimized variants into the model repository, checked.
+
+Writes ``<repository>/gan_generator/1/``, ``diffusion_unet/1/`` and ``style_network/1/`` (``model.onnx``
+and, beside it, ``model.ortopt.onnx``, ``model.int8.onnx`` where its quality holds, ``model.fp16.onnx``
+and ``model.plan`` on TensorRT hosts), then the parity report ``export/reports/parity.md`` and
+``.json``. ``--if-missing`` returns at once when every ``model.onnx`` is newer than its weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+EXPORT_DIR = Path(__file__).resolve().parent
+DEFAULT_REPOSITORY = EXPORT_DIR.parent / "model_repository"
+DEFAULT_WEIGHTS = EXPORT_DIR / "weights"
+DEFAULT_REPORTS = EXPORT_DIR / "reports"
+MODELS = {"gan": "gan_generator", "diffusion": "diffusion_unet", "style": "style_network"}
+"""Family -> model-repository name (the names of ``genserve.server.model_names``)."""
+VARIANTS = ("ortopt", "int8", "fp16", "tensorrt")
+BENCHMARK_MODELS = {"gan_dcgan64": "dcgan64 generator, 64x64x3", "diffusion_unet_small": "small UNet"}
+
+
+def _csv(allowed: tuple[str, ...], what: str):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in items if item not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {','.join(unknown) or text!r}; allowed: {', '.join(allowed)}"
+            )
+        return items
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``genserve export``."""
+    parser = argparse.ArgumentParser(prog="genserve export", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--models",
+        type=_csv(tuple(MODELS), "model"),
+        default=list(MODELS),
+        help=f"comma-separated families to export (default: all: {','.join(MODELS)})",
+    )
+    parser.add_argument(
+        "--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--weights-dir", type=Path, default=DEFAULT_WEIGHTS, help="trained weights (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--report-dir", type=Path, default=DEFAULT_REPORTS, help="parity report folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--variants",
+        type=_csv(VARIANTS, "variant"),
+        default=list(VARIANTS),
+        help=f"comma-separated optimized variants besides FP32 (default: {','.join(VARIANTS)})",
+    )
+    parser.add_argument("--no-variants", action="store_true", help="FP32 only")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="check FP32 parity only: no variants, timings, quality figures or report (fast)",
+    )
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="export only the models whose model.onnx is missing or older than their weights",
+    )
+    parser.add_argument(
+        "--benchmark-models",
+        type=Path,
+        metavar="DIR",
+        help=f"also write the untrained benchmark-only models ({', '.join(BENCHMARK_MODELS)}) under DIR",
+    )
+    return parser
+
+
+def stale_models(models: list[str], repository: Path, weights_dir: Path) -> list[str]:
+    """The families whose ``model.onnx`` is missing or older than their weights (no torch needed)."""
+    stale = []
+    for family in models:
+        onnx_path = repository / MODELS[family] / "1" / "model.onnx"
+        weights = weights_dir / f"{family}.safetensors"
+        if not onnx_path.is_file() or (
+            weights.is_file() and weights.stat().st_mtime > onnx_path.stat().st_mtime
+        ):
+            stale.append(family)
+    return stale
+
+
+def write_report(rows: list[dict], report_dir: Path) -> tuple[Path, Path]:
+    """Merge ``rows`` into ``parity.json`` (other models' rows are kept) and write ``parity.md``."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = report_dir / "parity.json", report_dir / "parity.md"
+    exported = {r["model"] for r in rows}
+    previous = json.loads(json_path.read_text()).get("rows", []) if json_path.is_file() else []
+    merged = [r for r in previous if r["model"] not in exported] + rows
+    merged.sort(
+        key=lambda r: list(MODELS.values()).index(r["model"]) if r["model"] in MODELS.values() else 99
+    )
+    for r in merged:  # paths relative to the repository root, so the report reads the same anywhere
+        if r.get("path"):
+            with contextlib.suppress(ValueError):
+                r["path"] = str(Path(r["path"]).resolve().relative_to(EXPORT_DIR.parent))
+    json_path.write_text(json.dumps({"rows": merged}, indent=2) + "\n")
+    md_path.write_text(render_markdown(merged))
+    return md_path, json_path
+
+
+def _fmt(value: object, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_markdown(rows: list[dict]) -> str:
+    """The parity report as a Markdown table, one row per (model, variant)."""
+    header = [
+        "model",
+        "variant",
+        "kept",
+        "max abs err",
+        "output scale",
+        "quality",
+        "same px",
+        "img/s b1",
+        "img/s best (batch)",
+        "torch b1",
+        "torch best",
+        "note",
+    ]
+    lines = [
+        "# Parity report",
+        "",
+        "Written by `genserve export`. Every variant is run in ONNX Runtime (CPU) on random batches of 1, 3",
+        "and the maximum batch and compared with PyTorch; speeds are images (rows) per second at batch 1 and",
+        "at the best batch, beside PyTorch eager measured in the same run, on a shared 2-core CPU host.",
+        "Quality: the digit classifier's accuracy on conditional samples made with that variant",
+        "(GAN: 20 per label; diffusion: DDIM 25 steps, guidance 2, 10 per label), and the share of uint8",
+        "pixels equal to PyTorch's from the same seeds; style figures are the style family's own.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in rows:
+        q = r.get("quality") or {}
+        accuracy = q.get("accuracy")
+        if isinstance(accuracy, dict):
+            figure = f"acc {accuracy['all']:.3f} (min {accuracy['min']:.2f})"
+        else:
+            numbers = [(k, v) for k, v in q.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+            figure = ", ".join(f"{k} {v:.4g}" for k, v in numbers if k != "output_scale")[:80] or "-"
+        cells = [
+            r["model"],
+            r["variant"],
+            "yes" if q.get("kept", r.get("path") is not None) else "no",
+            _fmt(r.get("max_abs_err"), ".2e"),
+            _fmt(q.get("output_scale"), ".2f"),
+            figure,
+            _fmt(q.get("same_uint8_pixels_as_torch"), ".4f"),
+            _fmt(r.get("images_per_s_batch1")),
+            f"{_fmt(r.get('images_per_s_best'))} ({_fmt(r.get('best_batch'))})",
+            _fmt(r.get("torch_images_per_s_batch1")),
+            _fmt(r.get("torch_images_per_s_best")),
+            str(q.get("note", "")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _export_benchmark_models(folder: Path, say) -> None:  # noqa: ANN001
+    import torch
+
+    from genserve.export import diffusion, gan, onnx_export
+    from genserve.server.ddim import DDIMSchedule
+
+    torch.manual_seed(0)
+    generator = gan.Generator(gan.DCGAN64)
+    generator.apply(gan.init_weights)
+    spec = onnx_export.gan_spec(generator.eval(), name="gan_dcgan64")
+    onnx_export.export_model(spec, folder / "gan_dcgan64" / "1", measure=False, progress=say)
+    unet = diffusion.UNet(diffusion.SMALL).eval()
+    spec = onnx_export.unet_spec(unet, DDIMSchedule(), name="diffusion_unet_small")
+    onnx_export.export_model(spec, folder / "diffusion_unet_small" / "1", measure=False, progress=say)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``genserve export``; errors are one line on stderr (exit 2 for usage, 1 for failures)."""
+    args = build_parser().parse_args(argv)
+    models = args.models
+    if args.if_missing:
+        models = stale_models(models, args.repository, args.weights_dir)
+        if not models and args.benchmark_models is None:
+            print("genserve export: every model.onnx is newer than its weights; nothing to do")
+            return 0
+    variants = [] if (args.no_variants or args.no_report) else args.variants
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    from genserve.export.checkpoint import CheckpointError
+
+    try:
+        rows = _export(models, variants, args, say)
+        if args.benchmark_models is not None:
+            _export_benchmark_models(args.benchmark_models, say)
+    except (CheckpointError, ValueError, RuntimeError) as error:
+        print(f"genserve export: {error}", file=sys.stderr)
+        return 1
+    if not args.no_report and rows:
+        md, js = write_report(rows, args.report_dir)
+        say(f"wrote {md} and {js}")
+    return 0
+
+
+def _export(models: list[str], variants: list[str], args: argparse.Namespace, say) -> list[dict]:  # noqa: ANN001
+    import torch
+
+    from genserve.export import onnx_export
+    from genserve.export.checkpoint import CheckpointError
+
+    torch.set_num_threads(onnx_export.THREADS)
+    rows: list[dict] = []
+    measure = not args.no_report
+    classifier = None
+    if measure and {"gan", "diffusion"} & set(models):
+        from genserve.export.classifier import load_classifier
+
+        try:
+            classifier = load_classifier(args.weights_dir / "classifier.safetensors")
+        except CheckpointError as error:
+            say(f"quality figures skipped: {error}")
+    for family in models:
+        version_dir = args.repository / MODELS[family] / "1"
+        weights = args.weights_dir / f"{family}.safetensors"
+        if family == "gan":
+            from genserve.export.gan import load_generator
+
+            spec = onnx_export.gan_spec(load_generator(weights))
+        elif family == "diffusion":
+            from genserve.export.diffusion import load_unet
+
+            spec = onnx_export.unet_spec(*load_unet(weights))
+        else:
+            from genserve.export.style_export import export_style
+
+            if not weights.is_file():
+                raise CheckpointError(
+                    f"weights not found: {weights} (train them with `genserve train style`)"
+                )
+            rows += export_style(version_dir, weights=weights, progress=say)
+            continue
+        rows += onnx_export.export_model(
+            spec, version_dir, variants=variants, classifier=classifier, measure=measure, progress=say
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
