@@ -100,7 +100,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = linalg.sqrtm(cov_a @ cov_b)
     if not np.all(np.isfinite(covmean)):
         eps = np.eye(len(mu_a)) * 1e-6
         covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
