@@ -1,0 +1,206 @@
+"""Protocol-neutral requests: argument checks against the contract, request tensors, result decoding.
+
+Everything here is plain numpy; the transports turn an :class:`InferRequest` into gRPC or HTTP calls.
+Checks use the contract's bounds so that the messages read like the server's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from genserve.client import contract
+from genserve.client.errors import InvalidInputError
+from genserve.client.images import ImageInput, image_tensor
+
+Labels = int | Sequence[int] | np.ndarray
+Seeds = int | Sequence[int] | np.ndarray | None
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """One inference request, ready for any transport.
+
+    Attributes:
+        model: Endpoint name.
+        inputs: Input tensors by name, with the exact shapes and dtypes the endpoint takes.
+        outputs: Output names to request.
+        output_bounds: Largest byte size of an output, where known (lets it land in shared memory).
+        queue_timeout: Whether to pass the remaining deadline as the server's queue timeout.
+    """
+
+    model: str
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[str, ...]
+    output_bounds: dict[str, int] = field(default_factory=dict)
+    queue_timeout: bool = True
+
+
+@dataclass(frozen=True)
+class DiffusionStep:
+    """One response of a diffusion call: a preview, or the final images.
+
+    Attributes:
+        step: Sampling steps done so far.
+        steps: Sampling steps in all.
+        images: uint8 images ``[N, H, W, C]`` at this step.
+    """
+
+    step: int
+    steps: int
+    images: np.ndarray
+
+    @property
+    def final(self) -> bool:
+        """Whether these are the finished images."""
+        return self.step >= self.steps
+
+
+def _checked(bound: contract.Bound, values: np.ndarray) -> np.ndarray:
+    try:
+        bound.check(values)
+    except ValueError as error:
+        raise InvalidInputError(str(error)) from None
+    return values
+
+
+def int_rows(values: Labels, bound: contract.Bound, max_rows: int) -> np.ndarray:
+    """Integers for a per-image input as int64 ``[N]``, checked against ``bound`` and ``max_rows``.
+
+    Raises:
+        InvalidInputError: naming the input and its allowed values.
+    """
+    array = np.asarray(values)
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim != 1:
+        raise InvalidInputError(
+            f"{bound.name} must be one integer or a 1-D sequence; got shape {array.shape}"
+        )
+    if array.size and array.dtype.kind not in "iu":
+        raise InvalidInputError(f"{bound.name} must be integers; got {array.dtype}")
+    if not 1 <= array.size <= max_rows:
+        raise InvalidInputError(
+            f"{bound.name} has {array.size} values; allowed 1..{max_rows} images per request"
+        )
+    return _checked(bound, array).astype(np.int64)
+
+
+def seed_rows(seeds: Seeds, count: int, rng: np.random.Generator) -> np.ndarray:
+    """One int64 seed per image: the given ones, checked, or ``count`` fresh random ones.
+
+    Seeds are drawn here, once per call, so that every retry of the call asks for the same images.
+    """
+    if seeds is None:
+        return rng.integers(0, contract.MAX_SEED, size=count, endpoint=True, dtype=np.int64)
+    array = int_rows(seeds, contract.SEED, max(count, 1))
+    if array.size != count:
+        raise InvalidInputError(f"seed has {array.size} values; expected {count}, one per label")
+    return array
+
+
+def scalar(value: float, bound: contract.Bound, kind: str) -> np.ndarray:
+    """A per-request scalar as a ``[1]`` array of ``kind`` (``"int"`` or ``"float"``), range-checked."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"{bound.name} must be a number; got {type(value).__name__}")
+    if kind == "int":
+        if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+            raise InvalidInputError(f"{bound.name} must be an integer; got {value}")
+        if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+            raise InvalidInputError(f"{bound.name} must be finite; allowed range {bound.describe()}")
+        array = np.array([value], dtype=np.float64)
+        return _checked(bound, array).astype(np.int32)
+    return _checked(bound, np.array([value], dtype=np.float64)).astype(np.float32)
+
+
+# -- endpoints --------------------------------------------------------------------------------
+def gan_request(labels: Labels, seeds: Seeds, rng: np.random.Generator) -> InferRequest:
+    """The ``gan`` request for one image per label."""
+    label = int_rows(labels, contract.LABEL, contract.GAN_MAX_BATCH)
+    seed = seed_rows(seeds, label.size, rng)
+    return InferRequest(
+        contract.GAN_MODEL,
+        {"seed": seed.reshape(-1, 1), "label": label.reshape(-1, 1)},
+        ("image",),
+    )
+
+
+def style_request(content: ImageInput, style: ImageInput, alpha: float, size: int | None) -> InferRequest:
+    """The ``style_transfer`` request for one content and one style image."""
+    inputs = dict([image_tensor(content, "content"), image_tensor(style, "style")])
+    inputs["alpha"] = scalar(alpha, contract.ALPHA, "float").reshape(1, 1)
+    if size is not None:
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, (int, np.integer))
+            or size not in contract.STYLE_SIZES
+        ):
+            raise InvalidInputError(f"size={size} is not allowed; allowed sizes {list(contract.STYLE_SIZES)}")
+        inputs["size"] = np.array([[size]], dtype=np.int32)
+    side = size if size is not None else max(contract.STYLE_SIZES)
+    return InferRequest(contract.STYLE_MODEL, inputs, ("image",), output_bounds={"image": side * side * 3})
+
+
+def diffusion_request(
+    labels: Labels,
+    seeds: Seeds,
+    *,
+    steps: int,
+    guidance: float,
+    eta: float,
+    preview_every: int,
+    rng: np.random.Generator,
+) -> InferRequest:
+    """The ``diffusion`` request (decoupled: no batch dimension, scalars as ``[1]``)."""
+    label = int_rows(labels, contract.LABEL, contract.DIFFUSION_MAX_IMAGES)
+    return InferRequest(
+        contract.DIFFUSION_MODEL,
+        {
+            "label": label,
+            "seed": seed_rows(seeds, label.size, rng),
+            "steps": scalar(steps, contract.STEPS, "int"),
+            "guidance": scalar(guidance, contract.GUIDANCE, "float"),
+            "eta": scalar(eta, contract.ETA, "float"),
+            "preview_every": scalar(preview_every, contract.PREVIEW_EVERY, "int"),
+        },
+        ("image", "step"),
+        queue_timeout=False,
+    )
+
+
+def diffusion_step(outputs: dict[str, np.ndarray], steps: int) -> DiffusionStep:
+    """A decoded diffusion response."""
+    return DiffusionStep(int(np.asarray(outputs["step"]).reshape(-1)[0]), steps, outputs["image"])
+
+
+def default_preview_every(steps: int) -> int:
+    """About ten previews per call when the caller watches them."""
+    return max(1, steps // 10)
+
+
+def with_image_bound(request: InferRequest, shapes: dict[str, tuple[int, ...]]) -> InferRequest:
+    """The request with a byte bound on its ``image`` output, from the model's output dims if fixed."""
+    if "image" in request.output_bounds or "image" not in shapes:
+        return request
+    dims = shapes["image"][1:]
+    if any(d < 0 for d in dims):
+        return request
+    rows = len(next(iter(request.inputs.values())))
+    bounds = {**request.output_bounds, "image": rows * int(np.prod(dims))}
+    return InferRequest(request.model, request.inputs, request.outputs, bounds, request.queue_timeout)
+
+
+def check_protocol(protocol: str) -> str:
+    """``protocol`` if it is ``grpc`` or ``http``."""
+    if protocol not in ("grpc", "http"):
+        raise InvalidInputError(f"protocol={protocol!r} is not allowed; allowed 'grpc' or 'http'")
+    return protocol
+
+
+def check_timeout(timeout: float, name: str = "timeout") -> float:
+    """``timeout`` if it is a positive number of seconds."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidInputError(f"{name} must be a positive number of seconds; got {timeout!r}")
+    return float(timeout)
