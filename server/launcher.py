@@ -35,6 +35,7 @@ from genserve.server.triton_install import TritonInstall
 DEFAULT_SHM_BYTE_SIZE = 16 * 1024 * 1024
 _LOG_LINES_KEPT = 2000
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_MISSING_LIBRARY = "error while loading shared libraries"
 _TABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*UNAVAILABLE: (.*?)\s*\|$")
 
 
@@ -94,6 +95,7 @@ class EmbeddedServer:
         model_control_mode: Triton's ``--model-control-mode`` (``none`` or ``explicit``).
         log_verbose: Triton's ``--log-verbose`` level.
         extra_args: Further ``tritonserver`` flags, passed unchanged.
+        install: The Triton files to use; by default those of the ``nvidia-pytriton`` wheel.
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class EmbeddedServer:
         model_control_mode: str = "none",
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
+        install: TritonInstall | None = None,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.host = host
@@ -126,6 +129,7 @@ class EmbeddedServer:
         self.model_control_mode = model_control_mode
         self.log_verbose = log_verbose
         self.extra_args = extra_args
+        self.install = install
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=_LOG_LINES_KEPT)
@@ -197,7 +201,8 @@ class EmbeddedServer:
             ("metrics", self.metrics_port),
         ):
             _check_port_free(self.host, port, what)
-        install = TritonInstall.find()
+        install = self.install or TritonInstall.find()
+        install.check()
         self._workdir = tempfile.TemporaryDirectory(prefix="genserve-triton-")
         backend_dir = build_backend_dir(Path(self._workdir.name) / "backends", install)
         self._log_tail.clear()
@@ -260,6 +265,10 @@ class EmbeddedServer:
                 raise self._startup_failure()
             if _http_ok(url):
                 return
+            # A backend stub that cannot start leaves Triton waiting for it: fail now, not at the timeout.
+            missing = next((line for line in self._log_tail if _MISSING_LIBRARY in line), None)
+            if missing is not None:
+                raise ServerError(f"tritonserver cannot load a shared library: {missing.strip()}")
             time.sleep(0.1)
         raise ServerError(
             f"server not ready after {self.ready_timeout:.0f} s; last log lines:\n{self._last_lines(30)}"
@@ -274,6 +283,9 @@ class EmbeddedServer:
                 failures[row.group(1)] = row.group(3)
         if failures:
             return ModelLoadError(failures)
+        missing = next((line for line in log.splitlines() if _MISSING_LIBRARY in line), None)
+        if missing is not None:
+            return ServerError(f"tritonserver cannot load a shared library: {missing.strip()}")
         if "Address already in use" in log or "address already in use" in log:
             return PortInUseError(f"a server port is already in use:\n{self._last_lines(10)}")
         code = self._process.returncode if self._process is not None else None

@@ -222,3 +222,31 @@ def test_serve_help_documents_every_option():
             assert action.help, f"{action.option_strings} has no help"
     for triton_name in ("--model-repository", "--http-port", "--grpc-port", "--metrics-port", "--host"):
         assert triton_name in help_text
+
+
+def test_missing_binary_is_a_clear_error(start_server, tiny_repository, tmp_path):
+    from dataclasses import replace
+
+    from genserve.server.triton_install import TritonInstall, TritonNotInstalledError
+
+    install = replace(TritonInstall.find(), binary=tmp_path / "bin" / "tritonserver")
+    with pytest.raises(TritonNotInstalledError, match=f"tritonserver binary not found at {tmp_path}"):
+        start_server(tiny_repository, install=install)
+
+
+def test_missing_shared_library_is_a_clear_error(start_server, tiny_repository, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from genserve.server.launcher import ServerError
+    from genserve.server.triton_install import TritonInstall
+
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    install = replace(
+        TritonInstall.find(), library_dir=tmp_path
+    )  # an empty folder: the stub's libraries lack
+    started = time.monotonic()
+    with pytest.raises(
+        ServerError, match="tritonserver cannot load a shared library: .*cannot open shared object"
+    ):
+        start_server(tiny_repository, install=install)
+    assert time.monotonic() - started < 60  # not the readiness timeout
