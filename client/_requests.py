@@ -106,12 +106,12 @@ def scalar(value: float, bound: contract.Bound, kind: str) -> np.ndarray:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidInputError(f"{bound.name} must be a number; got {type(value).__name__}")
     if kind == "int":
-        if isinstance(value, (float, np.floating)) and not float(value).is_integer():
-            raise InvalidInputError(f"{bound.name} must be an integer; got {value}")
-        if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-            raise InvalidInputError(f"{bound.name} must be finite; allowed range {bound.describe()}")
-        array = np.array([value], dtype=np.float64)
-        return _checked(bound, array).astype(np.int32)
+        if isinstance(value, (float, np.floating)):
+            if not np.isfinite(value):
+                raise InvalidInputError(f"{bound.name} must be finite; allowed range {bound.describe()}")
+            if not float(value).is_integer():
+                raise InvalidInputError(f"{bound.name} must be an integer; got {value}")
+        return _checked(bound, np.array([int(value)], dtype=np.int64)).astype(np.int32)
     return _checked(bound, np.array([value], dtype=np.float64)).astype(np.float32)
 
 
@@ -204,3 +204,18 @@ def check_timeout(timeout: float, name: str = "timeout") -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise InvalidInputError(f"{name} must be a positive number of seconds; got {timeout!r}")
     return float(timeout)
+
+
+def with_heartbeat(request: InferRequest, steps: int) -> tuple[InferRequest, bool]:
+    """For HTTP streams: ask for previews even when the caller wants none; say whether to hide them.
+
+    Triton's HTTP server notices that a client went away only when it writes a response, so a
+    stream without previews could not be cancelled until it finished. Small regular previews keep
+    cancellation (and deadlines) prompt; the client drops the ones nobody asked for.
+    """
+    if int(request.inputs["preview_every"][0]) != 0:
+        return request, False
+    inputs = {**request.inputs, "preview_every": np.array([max(1, steps // 50)], dtype=np.int32)}
+    return InferRequest(
+        request.model, inputs, request.outputs, request.output_bounds, request.queue_timeout
+    ), True

@@ -24,6 +24,7 @@ from genserve.client._requests import (
     diffusion_step,
     gan_request,
     style_request,
+    with_heartbeat,
     with_image_bound,
 )
 from genserve.client._retry import Deadline, RetryPolicy, call_with_retries_async, retry_wait
@@ -275,6 +276,7 @@ class AsyncClient:
         self, request: InferRequest, steps: int, deadline: Deadline
     ) -> AsyncIterator[DiffusionStep]:
         transport = self._transport
+        sent, hidden = with_heartbeat(request, steps) if self.protocol == "http" else (request, False)
         attempt = 0
         while True:
             delivered = False
@@ -283,12 +285,14 @@ class AsyncClient:
                 if self.protocol == "http" or self._check:
                     shapes = await self._output_shapes(request.model, deadline, check=self._check)
                 if self.protocol == "http":
-                    responses = transport.stream(request, deadline, shapes)
+                    responses = transport.stream(sent, deadline, shapes)
                 else:
-                    responses = transport.stream(request, deadline)
+                    responses = transport.stream(sent, deadline)
                 async with contextlib.aclosing(responses):
                     async for outputs in responses:
                         step = diffusion_step(outputs, steps)
+                        if hidden and not step.final:
+                            continue
                         delivered = True
                         yield step
                         if step.final:

@@ -24,6 +24,7 @@ from genserve.client._requests import (
     diffusion_step,
     gan_request,
     style_request,
+    with_heartbeat,
     with_image_bound,
 )
 from genserve.client._retry import Deadline, RetryPolicy, call_with_retries, retry_wait
@@ -326,6 +327,7 @@ class Client:
 
     def _stream(self, request: InferRequest, steps: int, deadline: Deadline) -> Iterator[DiffusionStep]:
         self._ensure_open()
+        sent, hidden = with_heartbeat(request, steps) if self.protocol == "http" else (request, False)
         attempt = 0
         while True:
             delivered = False
@@ -334,12 +336,14 @@ class Client:
                 if self.protocol == "http" or self._check:
                     shapes = self._output_shapes(request.model, deadline, check=self._check)
                 if self.protocol == "http":
-                    responses = self._transport.stream(request, deadline, shapes)
+                    responses = self._transport.stream(sent, deadline, shapes)
                 else:
-                    responses = self._transport.stream(request, deadline)
+                    responses = self._transport.stream(sent, deadline)
                 with contextlib.closing(responses):
                     for outputs in responses:
                         step = diffusion_step(outputs, steps)
+                        if hidden and not step.final:
+                            continue
                         delivered = True
                         yield step
                         if step.final:
