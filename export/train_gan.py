@@ -1,8 +1,8 @@
 """Train the class-conditional DCGAN on the digits: ``genserve train gan``.
 
-Losses: the non-saturating GAN loss plus the auxiliary-classifier loss (AC-GAN) on real and generated
-images. The generator's weights are averaged (EMA) and its batch-norm statistics re-estimated at the
-end, so the exported generator is deterministic per row.
+Loss: the hinge loss with a spectral-normalised projection discriminator. The generator's weights
+are averaged (EMA) and its batch-norm statistics re-estimated at the end, so the exported generator
+is deterministic per row.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def recalibrate_batch_norm(generator: Generator, batches_: int, batch_size: int,
 def main(argv: list[str] | None = None) -> int:
     """Train the GAN, write ``gan.safetensors`` (the generator) and its card."""
     parser = argparse.ArgumentParser(prog="genserve train gan", description=__doc__.splitlines()[0])
-    add_common_arguments(parser, steps=3000, batch_size=64)
+    add_common_arguments(parser, steps=2000, batch_size=64)
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: %(default)s)")
     args = parser.parse_args(argv)
     check_positive(parser, args)
@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     config = DIGITS
     G, D = Generator(config), Discriminator(config)
     G.apply(init_weights)
-    D.apply(init_weights)
     ema = EMA(G, decay=0.999)
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.5, 0.999))
@@ -70,23 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         z = torch.randn(B, config.latent_dim, generator=rng)
         fake_labels = torch.randint(0, config.num_classes, (B,), generator=rng)
         fake = G(z, fake_labels)
-        # Discriminator: real -> 1 (smoothed to 0.9), fake -> 0; classify both.
-        adv_real, cls_real = D(real)
-        adv_fake, cls_fake = D(fake.detach())
-        loss_d = (
-            F.binary_cross_entropy_with_logits(adv_real, torch.full_like(adv_real, 0.9))
-            + F.binary_cross_entropy_with_logits(adv_fake, torch.zeros_like(adv_fake))
-            + F.cross_entropy(cls_real, labels)
-            + F.cross_entropy(cls_fake, fake_labels)
-        )
+        # Discriminator, hinge loss: real scores above +1, generated below -1.
+        loss_d = F.relu(1.0 - D(real, labels)).mean() + F.relu(1.0 + D(fake.detach(), fake_labels)).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-        # Generator: fool the discriminator and be classified as the label asked for.
-        adv, cls = D(fake)
-        loss_g = F.binary_cross_entropy_with_logits(adv, torch.ones_like(adv)) + F.cross_entropy(
-            cls, fake_labels
-        )
+        # Generator: raise the score of its images for the labels asked for.
+        loss_g = -D(fake, fake_labels).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -98,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(path, FAMILY, config.to_dict(), generator)
     card = {
         "family": FAMILY,
-        "model": "conditional DCGAN generator (AC-GAN discriminator); EMA weights, recalibrated batch norm",
+        "model": "conditional DCGAN generator (projection discriminator); EMA weights, recalibrated BN",
         "config": config.to_dict(),
         "parameters": sum(p.numel() for p in generator.parameters()),
         "latent": "z = seeded_normal(seeds, latent_dim, stream=0) (genserve.client.contract)",
