@@ -68,7 +68,8 @@ class PointResult:
         images_per_s: ``throughput * rows``.
         p50, p95, p99, mean: Latency of successful calls started in the window.
         target_rate: Paced load's target (``users * pace``), ``None`` when closed loop.
-        client_cpu_s_per_call: CPU seconds the load generator used per successful call.
+        client_cpu_s_per_call: CPU seconds the load generator used per call, over the window.
+        client_cpu_s_total: CPU seconds of the load generator's processes, start-up included.
         server_cpu_s_per_call: CPU seconds the server's processes used per successful call.
         error_kinds: Failure messages (first 80 characters) and their counts, from locust.
         triton: Triton's statistics per model over the run (see :mod:`genserve.benchmarks.tritonstats`).
@@ -88,6 +89,7 @@ class PointResult:
     mean: float | None = None
     target_rate: float | None = None
     client_cpu_s_per_call: float | None = None
+    client_cpu_s_total: float | None = None
     server_cpu_s_per_call: float | None = None
     error_kinds: dict[str, int] = field(default_factory=dict)
     triton: dict[str, Any] = field(default_factory=dict)
@@ -179,14 +181,40 @@ def run_locust(spec: LoadSpec, host: str, prefix: Path) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+SAMPLE_DTYPE = [("start", "f8"), ("latency", "f8"), ("ok", "?"), ("cpu", "f8"), ("process", "i8")]
+
+
 def read_samples(prefix: Path) -> np.ndarray:
-    """Every call of a point: structured array with ``start``, ``latency``, ``ok``."""
+    """Every call of a point as a structured array.
+
+    Fields: ``start``, ``latency``, ``ok``, the making process's ``cpu`` seconds at its end, and which
+    load-generating ``process`` (file) made it.
+    """
     rows = []
-    for path in sorted(prefix.parent.glob(prefix.name + ".*.csv")):
+    for index, path in enumerate(sorted(prefix.parent.glob(prefix.name + ".*.csv"))):
         with path.open(encoding="utf-8") as source:
             for record in csv.DictReader(source):
-                rows.append((float(record["start"]), float(record["latency_s"]), record["ok"] == "1"))
-    return np.array(rows, dtype=[("start", "f8"), ("latency", "f8"), ("ok", "?")])
+                rows.append(
+                    (
+                        float(record["start"]),
+                        float(record["latency_s"]),
+                        record["ok"] == "1",
+                        float(record["cpu_s"]),
+                        index,
+                    )
+                )
+    return np.array(rows, dtype=SAMPLE_DTYPE)
+
+
+def window_cpu_per_call(samples: np.ndarray, mask: np.ndarray) -> float | None:
+    """Load-generator CPU seconds per call over the calls in ``mask`` (summed over processes)."""
+    cpu, calls = 0.0, 0
+    for process in np.unique(samples["process"]):
+        mine = samples[mask & (samples["process"] == process)]
+        if mine.size >= 2:
+            cpu += float(mine["cpu"].max() - mine["cpu"].min())
+            calls += mine.size - 1
+    return cpu / calls if calls else None
 
 
 def error_kinds(prefix: Path) -> dict[str, int]:
@@ -281,8 +309,9 @@ def measure_point(
     if latencies.size:
         result.p50, result.p95, result.p99 = (float(v) for v in np.percentile(latencies, [50, 95, 99]))
         result.mean = float(latencies.mean())
+    result.client_cpu_s_per_call = window_cpu_per_call(samples, done_in_window)
     calls = int(np.sum(ok))
     if calls:
-        result.client_cpu_s_per_call = client_cpu / calls
         result.server_cpu_s_per_call = server_cpu / calls
+    result.client_cpu_s_total = client_cpu
     return result

@@ -2,7 +2,7 @@ r"""genserve's load test: one user class per endpoint; timing and reporting live
 
 Run it headless against a running server, for example::
 
-    locust -f benchmarks/locustfile.py --headless -u 32 -r 32 -t 30s -H grpc://127.0.0.1:8001 \\
+    locust -f benchmarks/locustfile.py --headless -u 32 -r 32 -t 30s -H grpc://127.0.0.1:8001 \
         --csv out/gan --html out/gan.html GanUser
 
 ``--genserve-mix gan=8,style=1,diffusion=1`` sets a traffic mix, ``--genserve-pace 5`` paces each user

@@ -60,7 +60,7 @@ def serve(
 ) -> None:
     """Serve the GAN with PyTriton on 127.0.0.1 until SIGTERM."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     http_port, grpc_port, metrics_port = ports
     config = TritonConfig(
@@ -72,7 +72,10 @@ def serve(
         allow_gpu_metrics=False,
     )
     c, h, w = image_shape
-    with Triton(config=config) as triton:
+    # Bound to 127.0.0.1 only; no admin-API token, so the sweep can read the statistics API as it does
+    # genserve's.
+    security = TritonSecurityConfig(restricted_endpoints=[])
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(
             model_name="gan",
             infer_func=build_infer(onnx_path, latent_dim),

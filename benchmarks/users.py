@@ -14,7 +14,7 @@ Options (also settable by environment variable, so that workers on other machine
 - ``--genserve-mix gan=8,style=1,diffusion=1`` / ``GENSERVE_MIX``: relative weights of the user classes.
 - ``--genserve-rows N``, ``--genserve-steps S``: images per call, diffusion steps per call.
 - ``--genserve-samples PREFIX`` / ``GENSERVE_SAMPLES``: each load-generating process also writes every
-  call's ``endpoint,start,latency_s,ok`` to ``PREFIX.<pid>.csv`` at exit, for exact percentiles.
+  call's ``endpoint,start,latency_s,ok,cpu_s`` to ``PREFIX.<pid>.csv`` at exit, for exact percentiles.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ from genserve.client import Client, enable_gevent
 if not enable_gevent():
     raise RuntimeError("gRPC could not be set up for gevent; run this file with locust")
 
-_SAMPLES: list[tuple[str, float, float, bool]] = []
-"""Every call this process made: endpoint, start (Unix seconds), latency (seconds), success."""
+_SAMPLES: list[tuple[str, float, float, bool, float]] = []
+"""Every call this process made: endpoint, start (Unix seconds), latency (seconds), success, and this
+process's CPU seconds when the call ended (so the load generator's cost per call can be measured over
+the steady window, without its start-up)."""
 
 
 class GenserveUser(User):
@@ -91,7 +93,7 @@ class GenserveUser(User):
         except Exception as failure:  # every failure is reported, none is swallowed
             error = failure
         elapsed = time.perf_counter() - started
-        _SAMPLES.append((self.endpoint, started_wall, elapsed, error is None))
+        _SAMPLES.append((self.endpoint, started_wall, elapsed, error is None, time.process_time()))
         self.environment.events.request.fire(
             request_type=self.target.protocol,
             name=self.endpoint,
@@ -165,6 +167,6 @@ def _write_samples(environment: Environment, **_kwargs: Any) -> None:
     if not prefix or isinstance(environment.runner, MasterRunner) or not _SAMPLES:
         return
     with open(f"{prefix}.{os.getpid()}.csv", "w", encoding="utf-8") as sink:
-        sink.write("endpoint,start,latency_s,ok\n")
-        for endpoint, start, latency, ok in _SAMPLES:
-            sink.write(f"{endpoint},{start:.6f},{latency:.6f},{int(ok)}\n")
+        sink.write("endpoint,start,latency_s,ok,cpu_s\n")
+        for endpoint, start, latency, ok, cpu in _SAMPLES:
+            sink.write(f"{endpoint},{start:.6f},{latency:.6f},{int(ok)},{cpu:.6f}\n")
