@@ -43,7 +43,13 @@ def in_process_rate(baseline: NetworkBaseline, batches: dict[str, int] | dict[in
 def analyse(points: list[dict[str, Any]], baselines: dict[str, Any], steps: int) -> dict[str, Any]:
     """Per UNet and N: images/s on and off, speedup, avg batch, pipeline efficiency, in-process gain."""
     out: dict[str, Any] = {}
-    mine = [p for p in points if p["tags"]["endpoint"] == DIFFUSION_MODEL and p["tags"]["kind"] == "closed"]
+    mine = [
+        p
+        for p in points
+        if p["tags"]["endpoint"] == DIFFUSION_MODEL
+        and p["tags"]["kind"] == "closed"
+        and p["tags"]["protocol"] == "grpc"
+    ]
     for unet in sorted({p["tags"]["network"] for p in mine}):
         baseline = baseline_from_dict(baselines["networks"][unet])
         rows: list[dict[str, Any]] = []

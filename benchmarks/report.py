@@ -581,6 +581,49 @@ def _diffusion_table(analysis: dict[str, Any], steps: int) -> str:
     )
 
 
+def _diffusion_points_table(points: list[dict[str, Any]]) -> str:
+    rows = []
+    found = select(points, endpoint=DIFFUSION_MODEL)
+    found.sort(
+        key=lambda p: (p["tags"]["network"], p["tags"]["batching"], p["tags"]["protocol"], p["spec"]["users"])
+    )
+    for p in found:
+        unet = p["triton"].get("diffusion_unet", {})
+        rows.append(
+            [
+                p["tags"]["network"],
+                p["tags"]["batching"],
+                p["tags"]["protocol"],
+                p["spec"]["users"],
+                _num(p["images_per_s"], ".2f"),
+                _ms(p["p50"]),
+                _ms(p["p99"]),
+                p["errors"],
+                _num(unet.get("avg_batch"), ".1f"),
+                _ms(unet.get("queue_per_request_s")),
+                _ms(unet.get("compute_per_request_s")),
+                _ms(p["client_cpu_s_per_call"]),
+                _ms(p["server_cpu_s_per_call"]),
+            ]
+        )
+    header = (
+        "UNet",
+        "batching",
+        "protocol",
+        "N",
+        "images/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "UNet avg batch",
+        "UNet queue ms/call",
+        "UNet compute ms/call",
+        "load-gen CPU ms/call",
+        "server CPU ms/call",
+    )
+    return table(header, rows)
+
+
 def write_report(out_dir: Path) -> Path:
     """Read ``out_dir/results.json`` and write ``report.md`` and the PNG plots next to it."""
     results = json.loads((out_dir / "results.json").read_text())
@@ -698,6 +741,8 @@ def write_report(out_dir: Path) -> Path:
             "In-process gain = "
             "in-process rows/s at the average batch with batching on / at the average batch with it off.\n\n"
             + _diffusion_table(diffusion, config["steps"])
+            + "\n### Every diffusion point (gRPC and HTTP)\n\n"
+            + _diffusion_points_table(points)
         )
     md.append(
         f"\nRaw locust CSV/HTML, server logs and repositories: `{out_dir.name}/raw/` (not committed).\n"

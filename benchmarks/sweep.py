@@ -42,8 +42,10 @@ class SweepConfig:
     Attributes:
         gan_concurrency: Users per GAN point over gRPC (batching on, off, and the peer).
         gan_http_concurrency: Users per GAN point over HTTP.
-        style_concurrency: Users per style-transfer point.
-        diffusion_concurrency: Concurrent sampling requests per diffusion point.
+        style_concurrency: Users per style-transfer point over gRPC.
+        style_http_concurrency: Users per style-transfer point over HTTP (batching on).
+        diffusion_concurrency: Concurrent sampling requests per diffusion point over gRPC.
+        diffusion_http_concurrency: The same over HTTP (batching on, the first UNet only).
         duration_s: Length of a GAN point (warm-up included).
         warmup_s: Leading seconds left out of a point's figures.
         slow_duration_s: Length of a style or diffusion point.
@@ -66,7 +68,9 @@ class SweepConfig:
     gan_concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     gan_http_concurrency: tuple[int, ...] = (1, 4, 16, 64)
     style_concurrency: tuple[int, ...] = (1, 4, 16)
+    style_http_concurrency: tuple[int, ...] = (1, 4)
     diffusion_concurrency: tuple[int, ...] = (1, 4, 8, 16)
+    diffusion_http_concurrency: tuple[int, ...] = (4, 16)
     duration_s: float = 8.0
     warmup_s: float = 2.0
     slow_duration_s: float = 14.0
@@ -81,7 +85,7 @@ class SweepConfig:
     peer: bool = True
     baseline_seconds: float = 1.0
     gan_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
-    unet_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    unet_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     style_batches: tuple[int, ...] = (1, 2, 4)
     bounds: dict[str, float] = field(
         default_factory=lambda: {GAN_MODEL: 0.1, STYLE_MODEL: 10.0, DIFFUSION_MODEL: 10.0}
@@ -99,7 +103,9 @@ class SweepConfig:
             gan_concurrency=(1, 4),
             gan_http_concurrency=(2,),
             style_concurrency=(1,),
+            style_http_concurrency=(),
             diffusion_concurrency=(1, 2),
+            diffusion_http_concurrency=(2,),
             duration_s=2.0,
             warmup_s=0.5,
             slow_duration_s=3.0,
@@ -144,8 +150,8 @@ class Sweep:
         gan += len(c.paced_fractions) + len(c.pinned_concurrency)
         gan += len(c.gan_concurrency) if c.repeat else 0
         peer = (len(c.gan_concurrency) + len(c.gan_http_concurrency)) if c.peer else 0
-        style = len(c.style_concurrency) * (2 if c.style_batching_off else 1)
-        diffusion = 2 * len(c.unets) * len(c.diffusion_concurrency)
+        style = len(c.style_concurrency) * (2 if c.style_batching_off else 1) + len(c.style_http_concurrency)
+        diffusion = 2 * len(c.unets) * len(c.diffusion_concurrency) + len(c.diffusion_http_concurrency)
         return gan + peer + style + diffusion
 
     def run(self) -> dict[str, Any]:
@@ -350,18 +356,19 @@ class Sweep:
         c = self.config
         models = list(ENDPOINT_MODELS[STYLE_MODEL])
         for batching in (True, False) if c.style_batching_off else (True,):
-            with self._server(
-                f"style_{'on' if batching else 'off'}", STYLE_MODEL, batching=batching, network=None
-            ) as s:
-                for users in c.style_concurrency:
-                    self._point(
-                        self._tags("genserve", STYLE_MODEL, batching, "grpc", "closed", "style256"),
-                        LoadSpec(STYLE_MODEL, users, c.slow_duration_s, c.warmup_s * 2),
-                        host=f"grpc://{s.grpc_url}",
-                        http_url=s.http_url,
-                        models=models,
-                        pgid=s.pid or 0,
-                    )
+            tag = f"style_{'on' if batching else 'off'}"
+            with self._server(tag, STYLE_MODEL, batching=batching, network=None) as server:
+                http = c.style_http_concurrency if batching else ()
+                for protocol, levels in (("grpc", c.style_concurrency), ("http", http)):
+                    for users in levels:
+                        self._point(
+                            self._tags("genserve", STYLE_MODEL, batching, protocol, "closed", "style256"),
+                            LoadSpec(STYLE_MODEL, users, c.slow_duration_s, c.warmup_s * 2),
+                            host=_host(server, protocol),
+                            http_url=server.http_url,
+                            models=models,
+                            pgid=server.pid or 0,
+                        )
 
     def _diffusion(self) -> None:
         c = self.config
@@ -371,17 +378,19 @@ class Sweep:
             for batching in (True, False):
                 tag = f"diffusion_{unet}_{'on' if batching else 'off'}"
                 with self._server(tag, DIFFUSION_MODEL, batching=batching, network=swap) as server:
-                    for users in c.diffusion_concurrency:
-                        self._point(
-                            self._tags("genserve", DIFFUSION_MODEL, batching, "grpc", "closed", unet),
-                            LoadSpec(
-                                DIFFUSION_MODEL, users, c.slow_duration_s, c.warmup_s * 2, steps=c.steps
-                            ),
-                            host=f"grpc://{server.grpc_url}",
-                            http_url=server.http_url,
-                            models=models,
-                            pgid=server.pid or 0,
-                        )
+                    http = c.diffusion_http_concurrency if batching and unet == c.unets[0] else ()
+                    for protocol, levels in (("grpc", c.diffusion_concurrency), ("http", http)):
+                        for users in levels:
+                            self._point(
+                                self._tags("genserve", DIFFUSION_MODEL, batching, protocol, "closed", unet),
+                                LoadSpec(
+                                    DIFFUSION_MODEL, users, c.slow_duration_s, c.warmup_s * 2, steps=c.steps
+                                ),
+                                host=_host(server, protocol),
+                                http_url=server.http_url,
+                                models=models,
+                                pgid=server.pid or 0,
+                            )
 
     @staticmethod
     def _tags(
@@ -395,6 +404,11 @@ class Sweep:
             "kind": kind,
             "network": network,
         }
+
+
+def _host(server: EmbeddedServer | PeerServer, protocol: str) -> str:
+    """Locust's host for a server and protocol: ``grpc://...`` or ``http://...``."""
+    return f"{protocol}://{server.grpc_url if protocol == 'grpc' else server.http_url}"
 
 
 def _jsonable(value: Any) -> Any:

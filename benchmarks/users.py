@@ -158,7 +158,6 @@ def _apply_mix(environment: Environment, **_kwargs: Any) -> None:
     if not kept:
         raise ValueError(f"--genserve-mix {options.genserve_mix!r} selects no user class")
     environment.user_classes[:] = kept
-    environment.user_classes_by_name = {cls.__name__: cls for cls in kept}
 
 
 @events.quitting.add_listener
