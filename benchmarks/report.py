@@ -698,11 +698,14 @@ def write_report(out_dir: Path) -> Path:
             if p["spec"]["users"] == users
         ]
         if found and found[0]["triton"].get(GAN_GENERATOR, {}).get("batches"):
-            panels.append((f"gan generator, {users} users", found[0]["triton"][GAN_GENERATOR]["batches"]))
-    for p in select(points, endpoint=DIFFUSION_MODEL, batching="on")[-2:]:
-        batches = p["triton"].get("diffusion_unet", {}).get("batches")
+            panels.append(
+                (f"GAN generator, {users} concurrent users", found[0]["triton"][GAN_GENERATOR]["batches"])
+            )
+    for unet in sorted({p["tags"]["network"] for p in select(points, endpoint=DIFFUSION_MODEL)}):
+        curve = select(points, endpoint=DIFFUSION_MODEL, batching="on", protocol="grpc", network=unet)
+        batches = curve[-1]["triton"].get("diffusion_unet", {}).get("batches") if curve else None
         if batches:
-            panels.append((f"UNet ({p['tags']['network']}), N={p['spec']['users']}", batches))
+            panels.append((f"UNet ({unet}), N={curve[-1]['spec']['users']} requests", batches))
     if panels:
         png = plot_batch_histogram(panels, out_dir / "batch_sizes.png")
         md.append(f"## Batch sizes the server formed\n\n![batch sizes]({png.name})\n")
