@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from genserve.client.contract import from_uint8, to_uint8
-from genserve.export.style import CONTENT_LAYER, StyleNetwork, VGGEncoder, load_style_network
+from genserve.export.style import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    StyleNetwork,
+    VGGEncoder,
+    load_style_network,
+    mean_std,
+)
 
 EXPORT_DIR = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = EXPORT_DIR / "weights" / "style.safetensors"
@@ -126,41 +133,35 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (H * W)  # (B, C, C)
 
 
-def gram_distance(
-    encoder: VGGEncoder, normalized_x: torch.Tensor, normalized_s: torch.Tensor
-) -> torch.Tensor:
-    """Relative Gram distance ``||G(x) - G(s)||_F / ||G(s)||_F`` averaged over relu1_1 .. relu4_1: ``[B]``."""
+Features = list[torch.Tensor]
+"""Encoder activations at relu1_1 .. relu4_1 (``VGGEncoder.features_at``)."""
+
+
+def gram_distance(fx: Features, fs: Features) -> torch.Tensor:
+    """Relative Gram distance ``||G(x) - G(s)||_F / ||G(s)||_F``, mean over the layers: ``[B]``."""
     per_layer = []
-    for fx, fs in zip(encoder.features_at(normalized_x), encoder.features_at(normalized_s), strict=True):
-        gx, gs = gram(fx), gram(fs)
+    for x, s in zip(fx, fs, strict=True):
+        gx, gs = gram(x), gram(s)  # (B, C, C)
         per_layer.append(torch.linalg.norm(gx - gs, dim=(1, 2)) / torch.linalg.norm(gs, dim=(1, 2)))
     return torch.stack(per_layer).mean(dim=0)
 
 
-def style_loss(encoder: VGGEncoder, normalized_x: torch.Tensor, normalized_s: torch.Tensor) -> torch.Tensor:
-    """AdaIN style loss per sample: sum over layers of the channel mean and std distances: ``[B]``."""
-    from genserve.export.style import mean_std
-
-    total = torch.zeros(normalized_x.shape[0])
-    for fx, fs in zip(encoder.features_at(normalized_x), encoder.features_at(normalized_s), strict=True):
-        (mx, sx), (ms, ss) = mean_std(fx), mean_std(fs)
+def style_loss(fx: Features, fs: Features) -> torch.Tensor:
+    """AdaIN style loss per sample: sum over layers of the channel mean and std MSEs: ``[B]``."""
+    total = torch.zeros(fx[0].shape[0])
+    for x, s in zip(fx, fs, strict=True):
+        (mx, sx), (ms, ss) = mean_std(x), mean_std(s)
         total = total + (mx - ms).pow(2).mean(dim=(1, 2, 3)) + (sx - ss).pow(2).mean(dim=(1, 2, 3))
     return total
 
 
-def feature_distance(
-    encoder: VGGEncoder, normalized_x: torch.Tensor, normalized_y: torch.Tensor, *, instance_norm: bool = True
-) -> torch.Tensor:
-    """Root-mean-square distance of relu4_1 features: ``[B]``.
+def feature_distance(fx: torch.Tensor, fy: torch.Tensor, *, instance_norm: bool = True) -> torch.Tensor:
+    """Root-mean-square distance of two feature maps ``[B, C, H, W]``: ``[B]``.
 
     With ``instance_norm`` each channel is first normalized to zero mean and unit standard deviation
     over space, so the distance compares spatial layout (AdaIN's content) and not the channel
     statistics (AdaIN's style, which the output is meant to take from the style image).
     """
-    from genserve.export.style import mean_std
-
-    (fx,) = encoder.features_at(normalized_x, (CONTENT_LAYER,))
-    (fy,) = encoder.features_at(normalized_y, (CONTENT_LAYER,))
     if instance_norm:
         (mx, sx), (my, sy) = mean_std(fx), mean_std(fy)
         fx, fy = (fx - mx) / sx, (fy - my) / sy
@@ -189,21 +190,24 @@ def measure(
 
     Returns:
         Means over pairs (``gram_content_to_style``, ``gram_output_to_style``, ``gram_reduction``,
-        ``style_loss``, ``relu4_1_output_to_content`` and ``relu4_1_output_to_style`` on
-        instance-normalized features, the same ``relu4_1_raw_*`` without normalization) and
-        ``pairs``, the same per pair.
+        ``style_loss``, ``relu4_1_output_to_content``, ``relu4_1_output_to_style`` and, for scale,
+        ``relu4_1_content_to_style`` on instance-normalized features; ``relu4_1_raw_*`` without the
+        normalization) and ``pairs``, the same per pair.
     """
     encoder = encoder or network.encoder
     c, s = network.normalize(torch.from_numpy(content)), network.normalize(torch.from_numpy(style))
     # The output is clipped to the image range as the serving contract (to_uint8) does.
     o = network.normalize(torch.from_numpy(np.clip(output, -1.0, 1.0)))
-    gram_content = gram_distance(encoder, c, s)
-    gram_output = gram_distance(encoder, o, s)
-    to_content = feature_distance(encoder, o, c)
-    to_style = feature_distance(encoder, o, s)
-    raw_to_content = feature_distance(encoder, o, c, instance_norm=False)
-    raw_to_style = feature_distance(encoder, o, s, instance_norm=False)
-    losses = style_loss(encoder, o, s)
+    fc, fs, fo = (encoder.features_at(images, STYLE_LAYERS) for images in (c, s, o))
+    gram_content = gram_distance(fc, fs)
+    gram_output = gram_distance(fo, fs)
+    index = STYLE_LAYERS.index(CONTENT_LAYER)
+    to_content = feature_distance(fo[index], fc[index])
+    to_style = feature_distance(fo[index], fs[index])
+    content_to_style = feature_distance(fc[index], fs[index])
+    raw_to_content = feature_distance(fo[index], fc[index], instance_norm=False)
+    raw_to_style = feature_distance(fo[index], fs[index], instance_norm=False)
+    losses = style_loss(fo, fs)
     figures = {
         "gram_content_to_style": gram_content,
         "gram_output_to_style": gram_output,
@@ -211,6 +215,7 @@ def measure(
         "style_loss": losses,
         "relu4_1_output_to_content": to_content,
         "relu4_1_output_to_style": to_style,
+        "relu4_1_content_to_style": content_to_style,
         "relu4_1_raw_output_to_content": raw_to_content,
         "relu4_1_raw_output_to_style": raw_to_style,
     }

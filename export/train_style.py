@@ -196,6 +196,16 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "host": platform.machine(),
         },
+        "notes": (
+            "A seeded random VGG19 encoder (no pretrained weights can be had here) carries colour and "
+            "coarse texture statistics but none of the semantics of ImageNet features, and the decoder "
+            "trains for minutes on a CPU, not for days on a GPU: expect blurry, flattened outputs whose "
+            "colours and tones move toward the style, not painterly stylization. Trained against "
+            "torchvision ImageNet VGG19 weights (--vgg-weights) and for longer, the same code is the AdaIN "
+            "method of the paper. Baselines under the same Gram measure are in quality."
+        )
+        if config.encoder == "seeded"
+        else "Decoder trained against the torchvision VGG19 weights recorded in encoder.",
         "final_losses": {
             "content_loss": history[-1]["content_loss"],
             "style_loss": history[-1]["style_loss"],
