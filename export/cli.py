@@ -184,6 +184,10 @@ def _export_benchmark_models(folder: Path, say) -> None:  # noqa: ANN001
     spec = onnx_export.gan_spec(generator.eval(), name="gan_dcgan64")
     onnx_export.export_model(spec, folder / "gan_dcgan64" / "1", measure=False, progress=say)
     unet = diffusion.UNet(diffusion.SMALL).eval()
+    with torch.no_grad():  # zero-initialised output layers would make every output 0
+        for parameter in unet.parameters():
+            if parameter.dim() > 1 and not parameter.any():
+                parameter.normal_(0.0, 0.05)
     spec = onnx_export.unet_spec(unet, DDIMSchedule(), name="diffusion_unet_small")
     onnx_export.export_model(spec, folder / "diffusion_unet_small" / "1", measure=False, progress=say)
 
