@@ -98,13 +98,13 @@ def adain_losses(
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of ``genserve train style``."""
     parser = argparse.ArgumentParser(prog="genserve train style", description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=1200, help="optimizer steps (default 1200)")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data order and decoder init")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights file; the card goes beside it")
     parser.add_argument("--vgg-weights", type=Path, default=None, help="torchvision VGG19 state dict")
     parser.add_argument("--encoder-seed", type=int, default=0, help="seed of the random encoder")
     parser.add_argument("--batch", type=int, default=4, help="crops per batch (default 4)")
-    parser.add_argument("--crop", type=int, default=64, help="crop size, a multiple of 8 (default 64)")
+    parser.add_argument("--crop", type=int, default=96, help="crop size, a multiple of 8 (default 96)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--style-weight", type=float, default=1.0, help="style loss weight (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
