@@ -46,7 +46,9 @@ INT8_ACCURACY_POINTS = 5.0
 """An INT8 variant is kept only if its samples' classifier accuracy is within this many points of FP32's."""
 PARITY_BATCHES = (1, 3)
 SPEED_BATCHES = (1, 8, 32)
-THREADS = 2
+THREADS = 1
+"""Intra-op threads of ONNX Runtime and PyTorch in the timings: one each, so figures stay comparable on a
+shared host (PyTorch's OpenMP at 2 threads collapsed when other jobs held the cores)."""
 QUALITY_STEPS = 25
 QUALITY_GUIDANCE = 2.0
 

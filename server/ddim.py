@@ -164,8 +164,9 @@ def ddim_step(
     x64, eps64 = x.astype(np.float64), eps.astype(np.float64)
     x0 = (x64 - np.sqrt(1.0 - a_t) * eps64) / np.sqrt(a_t)
     if clip is not None:
+        # Only the clean-image estimate is clipped; the direction keeps the model's eps (recomputing
+        # eps from the clipped estimate left visible noise in the digits' samples).
         x0 = np.clip(x0, -clip, clip)
-        eps64 = (x64 - np.sqrt(a_t) * x0) / np.sqrt(1.0 - a_t)
     eta_rows = _rows(np.broadcast_to(np.asarray(eta, dtype=np.float64), (x.shape[0],)), nd)
     sigma = eta_rows * np.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
     x_prev = np.sqrt(a_prev) * x0 + np.sqrt(np.clip(1.0 - a_prev - sigma**2, 0.0, None)) * eps64
