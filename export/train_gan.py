@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         ema.update(G)
         losses.add(discriminator=loss_d.item(), generator=loss_g.item())
     generator = ema.module
-    recalibrate_batch_norm(generator, batches_=50, batch_size=256, seed=args.seed)
+    recalibrate_batch_norm(generator, batches_=min(50, args.steps), batch_size=256, seed=args.seed)
     path = weights_path(FAMILY, args.out)
     save_checkpoint(path, FAMILY, config.to_dict(), generator)
     card = {

@@ -66,7 +66,7 @@ def test_gan_samples_show_their_label(classifier, digits):
 @pytest.mark.slow
 def test_diffusion_samples_show_their_label(classifier, digits):
     unet, schedule = diffusion.load_unet()
-    labels, seeds = evaluation_rows(15)
+    labels, seeds = evaluation_rows(12)
     images = diffusion_samples(torch_fn(unet), schedule, labels, seeds, steps=20, guidance=2.0)
     _check(classifier, digits, images, labels, "diffusion")
 
