@@ -19,7 +19,7 @@ demo: $(STAMP)  ## serve every model and write images through the client
 test: $(STAMP)  ## lint, export the models if needed, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/genserve export --if-missing
+	$(BIN)/genserve export --if-missing --no-report
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     if not args.skip_export:
         # Its own process: the serving side never imports the export tools (or torch).
-        command = [sys.executable, "-m", "genserve.export.cli", "--if-missing"]
-        command += ["--model-repository", str(args.model_repository)]
+        command = [sys.executable, "-m", "genserve.export.cli", "--if-missing", "--no-report"]
+        command += ["--repository", str(args.model_repository)]
         subprocess.run(command, check=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()
