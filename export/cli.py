@@ -257,7 +257,7 @@ def _export(models: list[str], variants: list[str], args: argparse.Namespace, sa
                 raise CheckpointError(
                     f"weights not found: {weights} (train them with `genserve train style`)"
                 )
-            rows += export_style(version_dir, weights=weights, progress=say)
+            rows += export_style(version_dir, weights=weights, progress=say, quick=not measure)
             continue
         rows += onnx_export.export_model(
             spec, version_dir, variants=variants, classifier=classifier, measure=measure, progress=say

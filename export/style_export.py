@@ -334,6 +334,30 @@ def _row(variant: str, path: Path | None, **figures: object) -> dict:
     return row
 
 
+def _export_fp32_checked(
+    network: StyleNetwork,
+    reference: Runner,
+    path: Path,
+    checks: list[tuple[int, int]],
+    say: Callable[[str], None],
+) -> dict:
+    """Export FP32 and check ONNX Runtime against PyTorch at every (batch, size) of ``checks``."""
+    say(f"{STYLE_NETWORK}: exporting {path}")
+    export_onnx(network, path)
+    error, scale, parity_rows = parity(ort_runner(ort_session(path)), reference, checks)
+    if error > PARITY_TOLERANCE * scale:
+        limit = f"{PARITY_TOLERANCE} x {scale:.3g}"
+        raise RuntimeError(f"fp32: ONNX Runtime differs from PyTorch by {error:.3g} (> {limit})")
+    say(f"{STYLE_NETWORK}: fp32 max_abs_err {error:.3g}")
+    quality = {
+        "parity": parity_rows,
+        "output_scale": round(scale, 5),
+        "kept": True,
+        "note": "reference export",
+    }
+    return _row("fp32", path, max_abs_err=error, quality=quality)
+
+
 def export_style(
     version_dir: Path,
     *,
@@ -344,6 +368,7 @@ def export_style(
     large_size: int = 512,
     repeats: int = 2,
     progress: Callable[[str], None] | None = None,
+    quick: bool = False,
 ) -> list[dict]:
     """Export the style network and its variants into ``version_dir``; check and time each one.
 
@@ -356,6 +381,7 @@ def export_style(
         large_size: A second, larger size checked for parity and timed at batch 1.
         repeats: Timed runs per (variant, batch size), after one warm-up run.
         progress: Called with a line of text before each stage (e.g. ``print``).
+        quick: Only the FP32 export and its parity check: no variants, no speed or quality figures.
 
     Returns:
         One dict per variant (``fp32``, ``ortopt``, ``int8``, ``fp16``, ``tensorrt``) with ``model``,
@@ -377,6 +403,8 @@ def export_style(
     network = load_style_network(Path(weights), vgg_weights)
     reference = style_quality.torch_runner(network)
     checks = [(batch, size) for batch in batch_sizes] + [(1, large_size)]
+    if quick:
+        return [_export_fp32_checked(network, reference, version_dir / "model.onnx", checks, say)]
 
     say(f"{STYLE_NETWORK}: timing PyTorch eager at {size}x{size}")
     torch_speed = speeds(reference, batch_sizes, size, repeats)
