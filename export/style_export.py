@@ -29,6 +29,12 @@ import numpy as np
 import torch
 
 from genserve.export import style_quality
+from genserve.export.onnx_export import (
+    convert_fp16,
+    optimize_offline,
+    ort_session,
+    tensorrt_unavailable_reason,
+)
 from genserve.export.style import StyleNetwork, load_style_network
 from genserve.server.model_names import STYLE_NETWORK
 
@@ -102,16 +108,6 @@ def check_dynamic_dims(path: Path) -> None:
             raise RuntimeError(
                 f"{path}: {value.name} has fixed dims {fixed}; the export must keep them dynamic"
             )
-
-
-def ort_session(path: Path, threads: int = THREADS):  # noqa: ANN201 - onnxruntime.InferenceSession
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def ort_runner(session) -> Runner:  # noqa: ANN001 - onnxruntime.InferenceSession
@@ -219,41 +215,6 @@ def quantize_int8(fp32: Path, out: Path, size: int) -> Path:
     return out
 
 
-def optimize_offline(fp32: Path, out: Path) -> Path:
-    """ONNX Runtime's extended graph optimizations, saved as a model file."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(out)
-    ort.InferenceSession(str(fp32), sess_options=options, providers=["CPUExecutionProvider"])
-    return out
-
-
-def convert_fp16(fp32: Path, out: Path) -> Path:
-    """FP16 weights and activations, FP32 inputs and outputs (``keep_io_types``)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
-    onnx.save(model, str(out))
-    return out
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    """Why TensorRT plans cannot be built here, or ``None`` if they can."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        reason = "the tensorrt package is not installed"
-        if not torch.cuda.is_available():
-            reason += " and no CUDA GPU is present"
-        return reason
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is present"
-    return None
-
-
 def build_tensorrt_plan(onnx_fp32: Path, onnx_fp16: Path, plan: Path, *, opt_batch: int, size: int) -> Path:
     """Build a TensorRT plan with one optimization profile; FP16 as the installed version offers it.
 
@@ -344,7 +305,7 @@ def _export_fp32_checked(
     """Export FP32 and check ONNX Runtime against PyTorch at every (batch, size) of ``checks``."""
     say(f"{STYLE_NETWORK}: exporting {path}")
     export_onnx(network, path)
-    error, scale, parity_rows = parity(ort_runner(ort_session(path)), reference, checks)
+    error, scale, parity_rows = parity(ort_runner(ort_session(path, THREADS)), reference, checks)
     if error > PARITY_TOLERANCE * scale:
         limit = f"{PARITY_TOLERANCE} x {scale:.3g}"
         raise RuntimeError(f"fp32: ONNX Runtime differs from PyTorch by {error:.3g} (> {limit})")
@@ -446,7 +407,7 @@ def export_style(
         say(f"{STYLE_NETWORK}: {variant} -> {path}")
         build()
         try:
-            session = ort_session(path)
+            session = ort_session(path, THREADS)
         except Exception as error:  # e.g. an FP16 op without a CPU kernel
             rows.append(
                 _row(variant, path, quality={"kept": True, "note": f"{note}; not runnable on CPU: {error}"})
