@@ -1,4 +1,4 @@
-"""The integrator README's Python examples run, unchanged but for the server address."""
+"""The README's Python examples run, unchanged but for the server address and repository path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from genserve.client import encode_png
 
-README = Path(__file__).resolve().parents[1] / "client" / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
@@ -29,6 +30,7 @@ def test_readme_example_runs(index, served, tmp_path, monkeypatch, capsys):
     Image.fromarray(photo).save(tmp_path / "photo.jpg")
     (tmp_path / "painting.png").write_bytes(encode_png(photo[::-1]))
     code = BLOCKS[index].replace("localhost:8001", served.grpc_url).replace("localhost:8000", served.http_url)
+    code = code.replace('"model_repository"', repr(str(ROOT / "model_repository")))
     exec(compile(code, f"{README.name} example {index}", "exec"), {"__name__": "__readme__"})
     if "save_png" in code:
         assert (tmp_path / "digits.png").exists()
