@@ -151,17 +151,21 @@ def plot_queue_compute(points: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_batch_histogram(panels: list[tuple[str, dict[str, int]]], path: Path) -> Path:
     """Executions per batch size (Triton's per-batch-size statistics), one panel per point."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    for axis, (title, batches) in zip(axes[0], panels, strict=True):
+    columns = min(3, len(panels))
+    lines = -(-len(panels) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4.6 * columns, 3.6 * lines), squeeze=False)
+    for axis, (title, batches) in zip(axes.flat, panels, strict=False):
         sizes = sorted(int(b) for b in batches)
         counts = [batches[str(s)] if str(s) in batches else batches.get(s, 0) for s in sizes]  # type: ignore[call-overload]
         rows = [s * c for s, c in zip(sizes, counts, strict=True)]
-        axis.bar([str(s) for s in sizes], rows, color="tab:blue")
-        axis.set_title(title, fontsize=9)
+        axis.bar(sizes, rows, width=0.8, color="tab:blue")
+        axis.set_title(title, fontsize=10)
         axis.set_xlabel("batch size (rows per execution)")
-        axis.tick_params(axis="x", labelrotation=90, labelsize=7)
         axis.grid(True, axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("rows run at that batch size")
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.set_visible(False)
+    for line in axes:
+        line[0].set_ylabel("rows run at that batch size")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -224,7 +228,10 @@ def _curve_rows(points: list[dict[str, Any]], endpoint: str, inner: str | None) 
         for p in select(
             points, system=system, endpoint=endpoint, batching=batching, protocol=protocol, kind="closed"
         ):
-            stats = p["triton"].get(inner or endpoint, {}) if p["triton"] else {}
+            # A peer serving the endpoint as one model has no inner network: its own figures stand in.
+            stats = (
+                (p["triton"].get(inner or endpoint) or p["triton"].get(endpoint, {})) if p["triton"] else {}
+            )
             outer = p["triton"].get(endpoint, {}) if p["triton"] else {}
             rows.append(
                 [
