@@ -145,6 +145,9 @@ def run_locust(spec: LoadSpec, host: str, prefix: Path) -> float:
         RuntimeError: If locust failed (its output's last lines are in the message).
     """
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    # Samples are one file per locust process: a previous run's files would be read as this one's.
+    for stale in prefix.parent.glob(prefix.name + ".*.csv"):
+        stale.unlink()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     timeout = spec.duration_s + 120
     log = prefix.with_suffix(".log")
