@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from genserve.benchmarks import tritonstats
+from genserve.server.launcher import process_group_stats
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USER_CLASSES = {"gan": "GanUser", "style_transfer": "StyleUser", "diffusion": "DiffusionUser"}
@@ -234,32 +235,13 @@ def error_kinds(prefix: Path) -> dict[str, int]:
 
 def process_group_cpu_s(pgid: int) -> float:
     """CPU seconds (user + system) of the live processes of a process group."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+    return sum(int(f[11]) + int(f[12]) for f in process_group_stats(pgid).values()) / _TICK
 
 
 def pin_process_group(pgid: int, cpus: str) -> None:
     """Set the CPU affinity of every thread of every process of a group (``taskset -a``)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            subprocess.run(["taskset", "-a", "-p", "-c", cpus, entry], capture_output=True, check=False)
+    for pid in process_group_stats(pgid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True, check=False)
 
 
 def measure_point(

@@ -60,6 +60,25 @@ class ModelLoadError(ServerError):
         super().__init__(detail)
 
 
+def process_group_stats(pgid: int) -> dict[int, list[str]]:
+    """Each process of a process group, with its ``/proc/<pid>/stat`` fields after the command name.
+
+    The fields start with state, ppid, pgrp; zombies are included (their state is ``Z``).
+    """
+    members: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            members[int(entry)] = fields
+    return members
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

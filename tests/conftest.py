@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from genserve.server.launcher import EmbeddedServer
+from genserve.server.launcher import EmbeddedServer, process_group_stats
 
 
 def processes_in_group(pgid: int) -> list[int]:
-    """Pids of live processes in a process group (read from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields: state, ppid, pgrp, ...; zombies are already gone for our purposes.
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
+    """Pids of live (not zombie) processes in a process group."""
+    return [pid for pid, fields in process_group_stats(pgid).items() if fields[0] != "Z"]
 
 
 @pytest.fixture
