@@ -237,8 +237,8 @@ class _Calibration:
         raise NotImplementedError
 
 
-def quantize_int8(spec: ModelSpec, fp32: Path, out: Path) -> Path:
-    """Static INT8 (QDQ, per-channel weights, MinMax calibration on real inputs)."""
+def quantize_static_int8(fp32: Path, out: Path, reader: object, op_types: Sequence[str]) -> Path:
+    """Static INT8 (QDQ, per-channel weights, MinMax calibration on what ``reader`` feeds)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -248,9 +248,9 @@ def quantize_int8(spec: ModelSpec, fp32: Path, out: Path) -> Path:
         quantize_static(
             str(prepared),
             str(out),
-            _Calibration(spec.input_names, spec.calibration_inputs()),
+            reader,
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(spec.quantize_ops),
+            op_types_to_quantize=list(op_types),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -259,6 +259,12 @@ def quantize_int8(spec: ModelSpec, fp32: Path, out: Path) -> Path:
     finally:
         prepared.unlink(missing_ok=True)
     return out
+
+
+def quantize_int8(spec: ModelSpec, fp32: Path, out: Path) -> Path:
+    """Static INT8 of a GAN or UNet, calibrated on its real inputs."""
+    reader = _Calibration(spec.input_names, spec.calibration_inputs())
+    return quantize_static_int8(fp32, out, reader, spec.quantize_ops)
 
 
 def convert_fp16(fp32: Path, out: Path) -> Path:

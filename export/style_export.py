@@ -33,6 +33,7 @@ from genserve.export.onnx_export import (
     convert_fp16,
     optimize_offline,
     ort_session,
+    quantize_static_int8,
     tensorrt_unavailable_reason,
 )
 from genserve.export.style import StyleNetwork, load_style_network
@@ -193,26 +194,7 @@ class _CalibrationReader:
 
 def quantize_int8(fp32: Path, out: Path, size: int) -> Path:
     """Static INT8 quantization (QDQ, per-channel weights) of the convolutions, calibrated on images."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = out.with_suffix(".prep.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    try:
-        quantize_static(
-            str(prepared),
-            str(out),
-            _CalibrationReader(size),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    finally:
-        prepared.unlink(missing_ok=True)
-    return out
+    return quantize_static_int8(fp32, out, _CalibrationReader(size), ["Conv"])
 
 
 def build_tensorrt_plan(onnx_fp32: Path, onnx_fp16: Path, plan: Path, *, opt_batch: int, size: int) -> Path:
