@@ -3,9 +3,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The manifest checks (kubernetes-validate, checkov) in their own environment: checkov's pins clash with
+# the server's (numpy 2).
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .DEFAULT_GOAL := demo
-.PHONY: demo test lint format serve export train bench lock clean
+.PHONY: demo test lint format serve export train bench lock clean tools
 
 # Create the virtual environment and install everything pinned; skipped when nothing changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -13,10 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[server,export,bench,dev]'
 	touch $@
 
+$(TOOLS_STAMP): docker/kubernetes/tools-requirements.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check -r docker/kubernetes/tools-requirements.txt
+	touch $@
+
+tools: $(TOOLS_STAMP)  ## the Kubernetes manifest checks' environment (.venv-tools)
+
 demo: $(STAMP)  ## serve every model and write images through the client
 	$(BIN)/genserve demo
 
-test: $(STAMP)  ## lint, export the models if needed, then the whole test suite
+test: $(STAMP) $(TOOLS_STAMP)  ## lint, export the models if needed, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/genserve export --if-missing --no-report
@@ -43,4 +54,4 @@ lock: $(STAMP)  ## refresh constraints.txt from the current environment
 	$(BIN)/pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache
