@@ -9,7 +9,7 @@ TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .DEFAULT_GOAL := demo
-.PHONY: demo test lint format serve export train bench lock clean tools
+.PHONY: demo test lint format serve export train bench lock clean tools nginx
 
 # Create the virtual environment and install everything pinned; skipped when nothing changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -27,7 +27,13 @@ tools: $(TOOLS_STAMP)  ## the Kubernetes manifest checks' environment (.venv-too
 demo: $(STAMP)  ## serve every model and write images through the client
 	$(BIN)/genserve demo
 
-test: $(STAMP) $(TOOLS_STAMP)  ## lint, export the models if needed, then the whole test suite
+# The front proxy's nginx (Debian's package); the tests run servers behind it.
+nginx:  ## install nginx if it is missing
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends nginx; }
+
+test: $(STAMP) $(TOOLS_STAMP) nginx  ## lint, export the models if needed, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/genserve export --if-missing --no-report

@@ -108,6 +108,21 @@ _INVALID = re.compile(
     r"|not a decodable image|corrupt image|batch-size must be",
     re.IGNORECASE,
 )
+# A lost connection or a server (or one of its stubs) on its way down or back up: try again later.
+# "Stream removed" / RST_STREAM arrive with status UNKNOWN or INTERNAL; "Server not ready" and an
+# unhealthy stub come back from a pipeline's inner call wrapped in the pipeline's own error.
+_UNAVAILABLE = re.compile(
+    r"stream removed|rst_stream|socket closed|connection reset|broken pipe|server not ready"
+    r"|stub process .*is not healthy|stub process .*not ready|failed to connect to all addresses",
+    re.IGNORECASE,
+)
+# The caller's mistakes that Triton or ONNX Runtime report as internal errors (HTTP 500 or
+# INTERNAL): a body that is not JSON, JSON of the wrong structure, an index outside a table.
+_CLIENT_FAULT = re.compile(
+    r"failed to parse|unable to parse|not a valid json|invalid json|non-existing object member"
+    r"|out of bounds|out of range|request has 0 inputs|request body too large",
+    re.IGNORECASE,
+)
 _SHM_MISSING = re.compile(r"unable to find (system )?shared memory region", re.IGNORECASE)
 
 _BY_STATUS: dict[str, type[GenserveError]] = {
@@ -121,6 +136,7 @@ _BY_STATUS: dict[str, type[GenserveError]] = {
     "400": InvalidInputError,
     "404": ModelNotFoundError,
     "408": DeadlineExceededError,
+    "413": InvalidInputError,
     "429": OverloadedError,
     "502": UnavailableError,
     "503": UnavailableError,
@@ -136,6 +152,10 @@ def classify(message: str, status: str | None) -> type[GenserveError]:
         return DeadlineExceededError
     if _NOT_FOUND.search(message):
         return ModelNotFoundError
+    if _UNAVAILABLE.search(message) and status not in ("StatusCode.INVALID_ARGUMENT", "400"):
+        return UnavailableError
+    if _CLIENT_FAULT.search(message) and status in (None, "500", "StatusCode.INTERNAL", "StatusCode.UNKNOWN"):
+        return InvalidInputError
     if status in _BY_STATUS:
         return _BY_STATUS[status]
     if status is None or status == "StatusCode.UNKNOWN":

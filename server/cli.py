@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from genserve.server.front_proxy import INSTALL_HINT, MAX_JSON_BODY, FrontProxyError, find_nginx
 from genserve.server.launcher import DEFAULT_SHM_BYTE_SIZE, EmbeddedServer, ServerError
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -72,6 +73,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="Triton's model control mode (default: %(default)s)",
     )
     parser.add_argument(
+        "--front-proxy",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="nginx in front of Triton, refusing oversized request bodies with 413 before Triton "
+        "parses them; auto = on when nginx is installed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-json-body",
+        type=int,
+        default=MAX_JSON_BODY,
+        help="largest JSON request body the front proxy passes, bytes (default: %(default)s)",
+    )
+    parser.add_argument(
         "triton_args",
         nargs="*",
         metavar="-- TRITON_ARG",
@@ -79,8 +93,34 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _want_front_proxy(choice: str) -> bool:
+    if choice == "off":
+        return False
+    try:
+        find_nginx()
+    except FrontProxyError:
+        if choice == "on":
+            raise
+        print(
+            "genserve serve: no front proxy (nginx not found): Triton parses request bodies of any "
+            f"size itself; {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Run the embedded server in the foreground until SIGINT/SIGTERM."""
+    """Run the embedded server in the foreground until SIGINT/SIGTERM.
+
+    Returns 0 after a requested stop; when Triton ends on its own, prints why in one line and
+    returns its exit code (or 128 + the signal that killed it).
+    """
+    try:
+        front_proxy = _want_front_proxy(args.front_proxy)
+    except FrontProxyError as error:
+        print(f"genserve serve: {error}", file=sys.stderr)
+        return 1
     server = EmbeddedServer(
         args.model_repository,
         host=args.host,
@@ -95,6 +135,8 @@ def run_serve(args: argparse.Namespace) -> int:
         model_control_mode=args.model_control_mode,
         log_verbose=args.log_verbose,
         extra_args=tuple(args.triton_args),
+        front_proxy=front_proxy,
+        max_json_body=args.max_json_body,
     )
     stopping = False
 
@@ -112,7 +154,7 @@ def run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     try:
         server.start()
-    except ServerError as error:
+    except (ServerError, FrontProxyError) as error:
         if stopping:
             return 0
         print(f"genserve serve: {error}", file=sys.stderr)
@@ -125,7 +167,10 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     code = server.wait()
     server.stop()
-    return 0 if stopping else code
+    if stopping:
+        return 0
+    print(f"genserve serve: {server.exit_reason}, not on request; stopping", file=sys.stderr, flush=True)
+    return code if code > 0 else (128 - code if code < 0 else 1)
 
 
 def build_parser() -> argparse.ArgumentParser:

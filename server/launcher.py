@@ -16,6 +16,7 @@ import collections
 import contextlib
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -24,15 +25,32 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import IO
 
 from genserve.server.backend_dir import build_backend_dir
+from genserve.server.front_proxy import MAX_JSON_BODY, FrontProxy, Upstream
+from genserve.server.net import connect_host, free_port, http_ok
+from genserve.server.shm_regions import regions_in_use, remove_stale_regions, server_regions
 from genserve.server.triton_install import TritonInstall
 
+__all__ = [
+    "EmbeddedServer",
+    "ModelLoadError",
+    "PortInUseError",
+    "ServerError",
+    "describe_exit",
+    "free_port",
+    "process_group_stats",
+]
+
 DEFAULT_SHM_BYTE_SIZE = 16 * 1024 * 1024
+# Triton parses a JSON body recursively on a thread stack sized from RLIMIT_STACK: at the usual
+# 8 MiB a 600 kB body of nested brackets overflows it (SIGSEGV); 1 GiB (address space, touched
+# only as deep as a parse goes) survives the 4 MiB the front proxy lets through, with room to spare.
+TRITON_STACK_BYTES = 1 << 30
+# After the server ends, how long its stubs get to notice and exit before the group is killed.
+_GROUP_EXIT_WAIT_S = 5.0
 _LOG_LINES_KEPT = 2000
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 _MISSING_LIBRARY = "error while loading shared libraries"
@@ -79,11 +97,25 @@ def process_group_stats(pgid: int) -> dict[int, list[str]]:
     return members
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def describe_exit(code: int | None) -> str:
+    """Why a process ended, in words: ``killed by signal SIGSEGV (11)`` or ``exited with code 1``."""
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {name} ({-code})"
+    return f"exited with code {code}"
+
+
+def _raise_stack_limit() -> None:
+    """Runs in the child before ``exec``: the stack limit Triton's threads are sized from."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    wanted = TRITON_STACK_BYTES if hard == resource.RLIM_INFINITY else min(TRITON_STACK_BYTES, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
 
 
 def _check_port_free(host: str, port: int, what: str) -> None:
@@ -117,6 +149,10 @@ class EmbeddedServer:
         log_verbose: Triton's ``--log-verbose`` level.
         extra_args: Further ``tritonserver`` flags, passed unchanged.
         install: The Triton files to use; by default those of the ``nvidia-pytriton`` wheel.
+        front_proxy: Put nginx (:mod:`genserve.server.front_proxy`) on ``http_port`` and
+            ``grpc_port``, in front of a Triton bound to loopback ports of its own: request bodies
+            are size-checked before Triton parses them.
+        max_json_body: The proxy's limit on a JSON request body, bytes.
     """
 
     def __init__(
@@ -136,6 +172,8 @@ class EmbeddedServer:
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
         install: TritonInstall | None = None,
+        front_proxy: bool = False,
+        max_json_body: int = MAX_JSON_BODY,
     ):
         self.model_repository = Path(model_repository).resolve()
         self.host = host
@@ -151,6 +189,17 @@ class EmbeddedServer:
         self.log_verbose = log_verbose
         self.extra_args = extra_args
         self.install = install
+        self.front_proxy = front_proxy
+        self.max_json_body = max_json_body
+        # Behind the proxy Triton listens on loopback ports of its own.
+        self.triton_host = "127.0.0.1" if front_proxy else host
+        self.triton_http_port = free_port() if front_proxy else self.http_port
+        self.triton_grpc_port = free_port() if front_proxy else self.grpc_port
+        self.exit_code: int | None = None
+        self._proxy: FrontProxy | None = None
+        self._regions: set[str] = set()
+        self._ended = threading.Lock()
+        self._watch_thread: threading.Thread | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=_LOG_LINES_KEPT)
@@ -160,17 +209,32 @@ class EmbeddedServer:
     @property
     def http_url(self) -> str:
         """``host:port`` of the HTTP endpoint, as tritonclient expects it."""
-        return f"{_connect_host(self.host)}:{self.http_port}"
+        return f"{connect_host(self.host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
         """``host:port`` of the gRPC endpoint, as tritonclient expects it."""
-        return f"{_connect_host(self.host)}:{self.grpc_port}"
+        return f"{connect_host(self.host)}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
         """URL of the Prometheus metrics page."""
-        return f"http://{_connect_host(self.host)}:{self.metrics_port}/metrics"
+        return f"http://{connect_host(self.host)}:{self.metrics_port}/metrics"
+
+    @property
+    def triton_http_url(self) -> str:
+        """``host:port`` of Triton's own HTTP listener (behind the proxy when there is one)."""
+        return f"{connect_host(self.triton_host)}:{self.triton_http_port}"
+
+    @property
+    def exit_reason(self) -> str | None:
+        """Once the server has ended: why, in one line (``tritonserver was killed by signal ...``)."""
+        return None if self.exit_code is None else f"tritonserver {describe_exit(self.exit_code)}"
+
+    @property
+    def regions(self) -> set[str]:
+        """Triton shared-memory regions (``/dev/shm`` names) this server's processes were seen using."""
+        return set(self._regions)
 
     @property
     def pid(self) -> int | None:
@@ -190,10 +254,10 @@ class EmbeddedServer:
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backend_dir}",
             f"--backend-config=python,shm-default-byte-size={self.shm_byte_size}",
-            f"--http-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.triton_host}",
+            f"--http-port={self.triton_http_port}",
+            f"--grpc-address={self.triton_host}",
+            f"--grpc-port={self.triton_grpc_port}",
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
@@ -224,6 +288,10 @@ class EmbeddedServer:
             _check_port_free(self.host, port, what)
         install = self.install or TritonInstall.find()
         install.check()
+        # Regions left by servers that were killed earlier (no process uses them any more).
+        remove_stale_regions()
+        self.exit_code = None
+        self._regions = set()
         self._workdir = tempfile.TemporaryDirectory(prefix="genserve-triton-")
         backend_dir = build_backend_dir(Path(self._workdir.name) / "backends", install)
         self._log_tail.clear()
@@ -234,11 +302,26 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             env=self._environment(install),
             start_new_session=True,
+            preexec_fn=_raise_stack_limit,
         )
         self._log_thread = threading.Thread(target=self._pump_log, name="triton-log", daemon=True)
         self._log_thread.start()
+        self._watch_thread = threading.Thread(
+            target=self._watch, args=(self._process,), name="triton-watch", daemon=True
+        )
+        self._watch_thread.start()
         try:
             self._wait_ready()
+            self._note_regions()
+            if self.front_proxy:
+                upstream = Upstream(http_port=self.triton_http_port, grpc_port=self.triton_grpc_port)
+                self._proxy = FrontProxy(
+                    [upstream],
+                    host=self.host,
+                    http_port=self.http_port,
+                    grpc_port=self.grpc_port,
+                    max_json_body=self.max_json_body,
+                ).start()
         except BaseException:
             self.stop()
             raise
@@ -279,12 +362,12 @@ class EmbeddedServer:
     def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + self.ready_timeout
-        url = f"http://{_connect_host(self.host)}:{self.http_port}/v2/health/ready"
+        url = f"http://{self.triton_http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 self._join_log()
                 raise self._startup_failure()
-            if _http_ok(url):
+            if http_ok(url):
                 return
             # A backend stub that cannot start leaves Triton waiting for it: fail now, not at the timeout.
             missing = next((line for line in self._log_tail if _MISSING_LIBRARY in line), None)
@@ -320,8 +403,43 @@ class EmbeddedServer:
             self._log_thread.join(timeout=5)
 
     def is_ready(self) -> bool:
-        """Whether the server answers ready on its HTTP endpoint."""
-        return _http_ok(f"http://{_connect_host(self.host)}:{self.http_port}/v2/health/ready")
+        """Whether the server answers ready on its HTTP endpoint (through the proxy if there is one)."""
+        return http_ok(f"http://{self.http_url}/v2/health/ready")
+
+    # -- what a server leaves behind ---------------------------------------------------------
+    def _note_regions(self) -> None:
+        """Remember which Triton regions this server's processes use, to remove them once it ends."""
+        process = self._process
+        if process is not None:
+            used = regions_in_use(process_group_stats(process.pid))
+            self._regions |= used & set(server_regions())
+
+    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+        """Notice the server's end, however it comes, and clean up after it at once."""
+        while True:
+            try:
+                process.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                self._note_regions()
+        self._after_exit(process)
+
+    def _after_exit(self, process: subprocess.Popen[bytes]) -> None:
+        """Once ``tritonserver`` has exited: no stub outlives it, no region of it stays in /dev/shm."""
+        with self._ended:
+            if self.exit_code is not None:
+                return
+            self.exit_code = process.returncode
+            # Stubs exit on their own when their server is gone; give them a moment, then kill them.
+            deadline = time.monotonic() + _GROUP_EXIT_WAIT_S
+            while _live_members(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + _GROUP_EXIT_WAIT_S
+            while _live_members(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            remove_stale_regions(also=self._regions)
 
     def stop(self, timeout: float | None = None) -> int | None:
         """Stop gracefully: SIGTERM lets in-flight requests finish, then the process group is reaped.
@@ -344,9 +462,13 @@ class EmbeddedServer:
         except subprocess.TimeoutExpired:
             process.kill()
             code = process.wait()
-        # Backend stubs share the server's process group; none may outlive it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        # Backend stubs share the server's process group; none may outlive it, nor its regions.
+        self._after_exit(process)
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout=_GROUP_EXIT_WAIT_S)
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         self._join_log()
         if process.stdout is not None:
             process.stdout.close()
@@ -374,13 +496,5 @@ class EmbeddedServer:
         self.stop()
 
 
-def _connect_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "") else host
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+def _live_members(pgid: int) -> list[int]:
+    return [pid for pid, fields in process_group_stats(pgid).items() if fields[0] != "Z"]

@@ -47,3 +47,19 @@ def served(tmp_path_factory) -> Iterator[EmbeddedServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def proxied(tmp_path_factory) -> Iterator[EmbeddedServer]:
+    """The project's repository behind the nginx front proxy, as `genserve serve` runs it by default."""
+    from genserve.server.front_proxy import FrontProxyError, find_nginx
+
+    try:
+        find_nginx()
+    except FrontProxyError as error:
+        pytest.fail(str(error))
+    log = tmp_path_factory.mktemp("proxied") / "server.log"
+    server = EmbeddedServer(REPOSITORY, log_file=log, exit_timeout=10, front_proxy=True)
+    server.start()
+    yield server
+    server.stop()
