@@ -107,10 +107,7 @@ def _swap_network(target: Path, endpoint: str, network: Network) -> None:
     text = _replace(
         text, r'(name: "image",[^\n]*dims: \[ )[\d, ]+( \])', rf"\g<1>{h}, {w}, {c}\g<2>", "image"
     )
-    text = _replace(
-        text,
-        r'(key: "latent_dim", value: \{ string_value: ")\d+',
-        rf"\g<1>{network.latent_dim}",
-        "latent_dim",
-    )
     config.write_text(text)
+    from genserve.export.gan_graph import write_gan_endpoint  # onnx only, no torch
+
+    write_gan_endpoint(version / MODEL_FILENAME, target / GAN_MODEL / "1" / MODEL_FILENAME)

@@ -6,6 +6,7 @@ This module needs numpy only.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,16 +87,78 @@ def from_uint8(images: np.ndarray) -> np.ndarray:
 
 
 # -- seeded noise -------------------------------------------------------------------------------
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+# The noise uses only operations IEEE 754 rounds exactly (integer ops, +, -, *, /, sqrt, rint and
+# exact scalings by powers of two), never libm's log/sin/cos, whose last bits differ between numpy
+# builds and ONNX Runtime. So the same steps written as ONNX ops (genserve.export.gan_graph) give
+# the same latents bit for bit, and an endpoint that is one ONNX graph keeps today's images.
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+LN2_HI = 6.93147180369123816490e-01
+"""ln 2 with its low 32 bits zero, so ``exponent * LN2_HI`` is exact (fdlibm's split)."""
+LN2_LO = 1.90821492927058770002e-10
+SQRT_HALF = 0.70710678118654752440
+TWO_PI = 6.283185307179586
+TWO_PI_LO = 2.4492935982947064e-16
+"""2*pi - TWO_PI, so the angle keeps the bits a plain float64 2*pi drops."""
+LOG_COEFFS = tuple(2.0 / (2 * k + 1) for k in range(12))
+"""log(m) = sum_k LOG_COEFFS[k] * s**(2k+1) with s = (m - 1) / (m + 1), |s| <= 0.172."""
+SIN_COEFFS = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(10))
+COS_COEFFS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(10))
+"""Taylor coefficients of sin and cos on [-pi/4, pi/4]; the last terms are below 1e-19."""
+QUADRANT_COS_SIGN = np.array([1.0, -1.0, -1.0, 1.0])
+QUADRANT_SIN_SIGN = np.array([1.0, 1.0, -1.0, -1.0])
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    z = x + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer of ``x + GOLDEN`` on uint64 arrays (wrapping arithmetic)."""
+    z = x + GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
     return z ^ (z >> np.uint64(31))
+
+
+def _horner(z: np.ndarray, coeffs: tuple[float, ...]) -> np.ndarray:
+    result = np.full_like(z, coeffs[-1])
+    for c in coeffs[-2::-1]:
+        result = result * z + c
+    return result
+
+
+def exact_log(u: np.ndarray) -> np.ndarray:
+    """Natural log of positive float64 values with exact range reduction and a fixed polynomial."""
+    mantissa, exponent = np.frexp(u)  # u = mantissa * 2**exponent, mantissa in [0.5, 1)
+    low = mantissa < SQRT_HALF
+    mantissa = np.where(low, mantissa * 2.0, mantissa)  # now in [sqrt(1/2), sqrt(2))
+    exponent = exponent.astype(np.float64) - low
+    s = (mantissa - 1.0) / (mantissa + 1.0)
+    log_mantissa = s * _horner(s * s, LOG_COEFFS)
+    return exponent * LN2_HI + (exponent * LN2_LO + log_mantissa)
+
+
+def exact_cos_sin(turns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine and sine of ``2*pi*turns`` (float64 in [0, 1]), reduced to an octant exactly."""
+    quadrant = np.rint(turns * 4.0)
+    angle = turns - quadrant * 0.25  # exact: in [-1/8, 1/8] turns
+    angle = angle * TWO_PI + angle * TWO_PI_LO
+    square = angle * angle
+    sin = angle * _horner(square, SIN_COEFFS)
+    cos = _horner(square, COS_COEFFS)
+    index = quadrant.astype(np.int64) % 4
+    odd = (index % 2).astype(bool)
+    return (
+        np.where(odd, sin, cos) * QUADRANT_COS_SIGN[index],
+        np.where(odd, cos, sin) * QUADRANT_SIN_SIGN[index],
+    )
+
+
+def uniform_bits(seeds: np.ndarray, count: int, stream: int = 0) -> np.ndarray:
+    """``count`` 64-bit hashes per seed: splitmix64 of the seed's key plus a counter."""
+    seeds = np.asarray(seeds).astype(np.uint64).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        key = splitmix64(seeds ^ splitmix64(np.full_like(seeds, stream, dtype=np.uint64)))
+        counters = np.arange(count, dtype=np.uint64).reshape(1, -1)
+        return splitmix64(key + counters * GOLDEN)
 
 
 def seeded_normal(seeds: np.ndarray, size: int, stream: int = 0) -> np.ndarray:
@@ -112,15 +175,12 @@ def seeded_normal(seeds: np.ndarray, size: int, stream: int = 0) -> np.ndarray:
     Returns:
         float32 array of shape ``[N, size]``.
     """
-    seeds = np.asarray(seeds).astype(np.uint64).reshape(-1, 1)
     half = (size + 1) // 2
-    with np.errstate(over="ignore"):
-        key = _splitmix64(seeds ^ _splitmix64(np.full_like(seeds, stream, dtype=np.uint64)))
-        counters = np.arange(2 * half, dtype=np.uint64).reshape(1, -1)
-        bits = _splitmix64(key + counters * _GOLDEN)
+    bits = uniform_bits(seeds, 2 * half, stream)
     # 53 random bits -> uniform in (0, 1]; Box-Muller turns pairs into two normals.
     uniform = ((bits >> np.uint64(11)).astype(np.float64) + 1.0) / 2.0**53
     u1, u2 = uniform[:, :half], uniform[:, half:]
-    radius = np.sqrt(-2.0 * np.log(u1))
-    normal = np.concatenate([radius * np.cos(2 * np.pi * u2), radius * np.sin(2 * np.pi * u2)], axis=1)
+    radius = np.sqrt(-2.0 * exact_log(u1))
+    cos, sin = exact_cos_sin(u2)
+    normal = np.concatenate([radius * cos, radius * sin], axis=1)
     return normal[:, :size].astype(np.float32)

@@ -20,6 +20,8 @@ DEFAULT_WEIGHTS = EXPORT_DIR / "weights"
 DEFAULT_REPORTS = EXPORT_DIR / "reports"
 MODELS = {"gan": "gan_generator", "diffusion": "diffusion_unet", "style": "style_network"}
 """Family -> model-repository name (the names of ``genserve.server.model_names``)."""
+ENDPOINT_GRAPHS = {"gan": "gan"}
+"""Family -> the endpoint written as one ONNX graph around the family's network."""
 VARIANTS = ("ortopt", "int8", "fp16", "tensorrt")
 BENCHMARK_MODELS = {"gan_dcgan64": "dcgan64 generator, 64x64x3", "diffusion_unet_small": "small UNet"}
 
@@ -85,12 +87,15 @@ def stale_models(models: list[str], repository: Path, weights_dir: Path) -> list
     """The families whose ``model.onnx`` is missing or older than their weights (no torch needed)."""
     stale = []
     for family in models:
-        onnx_path = repository / MODELS[family] / "1" / "model.onnx"
+        names = [MODELS[family], *([ENDPOINT_GRAPHS[family]] if family in ENDPOINT_GRAPHS else [])]
         weights = weights_dir / f"{family}.safetensors"
-        if not onnx_path.is_file() or (
-            weights.is_file() and weights.stat().st_mtime > onnx_path.stat().st_mtime
-        ):
-            stale.append(family)
+        for name in names:
+            onnx_path = repository / name / "1" / "model.onnx"
+            if not onnx_path.is_file() or (
+                weights.is_file() and weights.stat().st_mtime > onnx_path.stat().st_mtime
+            ):
+                stale.append(family)
+                break
     return stale
 
 
@@ -262,7 +267,24 @@ def _export(models: list[str], variants: list[str], args: argparse.Namespace, sa
         rows += onnx_export.export_model(
             spec, version_dir, variants=variants, classifier=classifier, measure=measure, progress=say
         )
+        if family in ENDPOINT_GRAPHS:
+            _write_endpoint_graph(version_dir / "model.onnx", args.repository / ENDPOINT_GRAPHS[family], say)
     return rows
+
+
+def _write_endpoint_graph(network: Path, endpoint_dir: Path, say) -> Path:  # noqa: ANN001
+    """Write the endpoint graph around ``network`` and check its images against the numpy path."""
+    import numpy as np
+
+    from genserve.export.gan_graph import endpoint_mismatches, write_gan_endpoint
+
+    path = write_gan_endpoint(network, endpoint_dir / "1" / "model.onnx")
+    seeds = np.concatenate([np.arange(128), [2**63 - 1], np.arange(2**40, 2**40 + 127)])
+    wrong = endpoint_mismatches(path, network, seeds)
+    if wrong:
+        raise RuntimeError(f"{path}: {wrong} of {len(seeds)} images differ from the numpy latents' images")
+    say(f"{endpoint_dir.name}: wrote {path}; its {len(seeds)} check images equal the numpy path's bytes")
+    return path
 
 
 if __name__ == "__main__":

@@ -14,3 +14,7 @@ STYLE_NETWORK = "style_network"
 """ONNX: ``content``, ``style`` FP32 [B, 3, H, W] in [-1, 1], ``alpha`` FP32 [B] -> ``image`` FP32."""
 
 MODEL_FILENAME = "model.onnx"
+
+INPUT_BOUNDS_METADATA = "genserve.input_bounds"
+"""ONNX metadata key: JSON ``{input: [low, high]}`` that the embedded ONNX Runtime backend checks per
+request (an ONNX graph cannot raise an error that names its input, so the bounds travel with it)."""

@@ -13,6 +13,7 @@ comma-separated ``execution_providers`` parameter. Providers this ONNX Runtime l
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -20,8 +21,10 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from genserve.server.batching import RequestError, check_inputs, concatenate, group_by_shape, split_rows
+from genserve.client.contract import Bound
+from genserve.server.batching import check_inputs, concatenate, group_by_shape, split_rows
 from genserve.server.model_config import ModelSpec
+from genserve.server.model_names import INPUT_BOUNDS_METADATA
 from genserve.server.triton_glue import error_response, read_inputs
 
 _PROVIDER_ALIASES = {
@@ -70,6 +73,14 @@ def session_options(spec: ModelSpec) -> ort.SessionOptions:
     return options
 
 
+def input_bounds(session: ort.InferenceSession) -> dict[str, Bound]:
+    """The per-input value bounds the model carries in its metadata (none for a plain network)."""
+    text = session.get_modelmeta().custom_metadata_map.get(INPUT_BOUNDS_METADATA)
+    if not text:
+        return {}
+    return {name: Bound(name, low, high) for name, (low, high) in json.loads(text).items()}
+
+
 class TritonPythonModel:
     """Runs one ONNX model; batches every request of an execution through one session call."""
 
@@ -86,6 +97,7 @@ class TritonPythonModel:
             path, sess_options=session_options(self.spec), providers=providers
         )
         self._check_signature()
+        self.bounds = input_bounds(self.session)
         self.output_names = [tensor.name for tensor in self.spec.outputs]
 
     def _check_signature(self) -> None:
@@ -111,7 +123,10 @@ class TritonPythonModel:
             inputs = read_inputs(request, (tensor.name for tensor in self.spec.inputs))
             try:
                 check_inputs(self.spec, inputs)
-            except RequestError as error:
+                for name, bound in self.bounds.items():
+                    if inputs.get(name) is not None:
+                        bound.check(inputs[name])
+            except ValueError as error:  # RequestError or a bound
                 responses[index] = error_response(str(error))
                 continue
             valid.append(index)

@@ -33,7 +33,7 @@ def start_server(tmp_path: Path) -> Iterator:
 
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
-ONNX_MODELS = ("gan_generator", "diffusion_unet", "style_network")
+ONNX_MODELS = ("gan", "gan_generator", "diffusion_unet", "style_network")
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,17 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from genserve.client import contract
 from genserve.client.contract import DIFFUSION_MAX_IMAGES, NUM_CLASSES
+
+from conftest import REPOSITORY
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -79,6 +83,15 @@ def test_gan_same_seed_same_bytes_over_http_grpc_alone_and_batched(served, http,
         )
     for i, result in enumerate(singles):
         assert result.as_numpy("image")[0].tobytes() == batched[i].tobytes()
+
+
+def test_gan_serves_the_images_of_the_numpy_latents(grpc):
+    # The endpoint is one ONNX graph; its bytes equal seeded_normal -> generator -> to_uint8 in numpy.
+    seeds, labels = np.array([0, 5, 2**40, contract.MAX_SEED]), np.array([3, 1, 4, 1])
+    served = grpc.infer("gan", gan_inputs(grpcclient, seeds, labels)).as_numpy("image")
+    session = ort.InferenceSession(str(REPOSITORY / "gan_generator" / "1" / "model.onnx"))
+    (images,) = session.run(["image"], {"z": contract.seeded_normal(seeds, 64), "label": labels})
+    assert served.tobytes() == contract.to_uint8(images).tobytes()
 
 
 @pytest.mark.parametrize(

@@ -150,8 +150,9 @@ def test_missing_and_wrong_weights_are_one_line_errors(tmp_path):
 def test_if_missing_is_cheap_when_models_are_newer_than_weights(tmp_path):
     weights = tmp_path / "weights"
     weights.mkdir()
-    for family, name in cli.MODELS.items():
+    for family in cli.MODELS:
         (weights / f"{family}.safetensors").write_bytes(b"x")
+    for name in [*cli.MODELS.values(), *cli.ENDPOINT_GRAPHS.values()]:
         folder = tmp_path / "repo" / name / "1"
         folder.mkdir(parents=True)
         (folder / "model.onnx").write_bytes(b"x")
@@ -166,6 +167,9 @@ def test_if_missing_is_cheap_when_models_are_newer_than_weights(tmp_path):
     future = time.time() + 10
     os.utime(weights / "gan.safetensors", (future, future))
     assert cli.stale_models(list(cli.MODELS), tmp_path / "repo", weights) == ["gan"]
+    os.utime(weights / "gan.safetensors", (0, 0))
+    (tmp_path / "repo" / cli.ENDPOINT_GRAPHS["gan"] / "1" / "model.onnx").unlink()
+    assert cli.stale_models(list(cli.MODELS), tmp_path / "repo", weights) == ["gan"]  # the endpoint graph
 
 
 @pytest.mark.gpu
