@@ -9,7 +9,7 @@ TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .DEFAULT_GOAL := demo
-.PHONY: demo test lint format serve export train bench lock clean tools nginx
+.PHONY: demo test lint format serve export train bench perf-analyzer lock clean tools nginx
 
 # Create the virtual environment and install everything pinned; skipped when nothing changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -55,6 +55,9 @@ export: $(STAMP)  ## export every model to ONNX into model_repository/
 
 bench: $(STAMP)  ## the benchmark sweep and its report
 	$(BIN)/genserve bench
+
+perf-analyzer: $(STAMP)  ## install Triton's C++ load generator (pinned, from tritonclient 2.51.0) into .venv
+	$(BIN)/python -m genserve.benchmarks.perf_analyzer install
 
 lock: $(STAMP)  ## refresh constraints.txt from the current environment
 	$(BIN)/pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt

@@ -434,7 +434,7 @@ def _paced_table(points: list[dict[str, Any]]) -> str:
                 _ms(p["p50"]),
                 _ms(p["p99"]),
                 p["errors"],
-                _num(p["triton"].get(GAN_GENERATOR, {}).get("avg_batch"), ".2f"),
+                _num(p["triton"].get(GAN_MODEL, {}).get("avg_batch"), ".2f"),
             ]
         )
     return table(
@@ -704,10 +704,9 @@ def write_report(out_dir: Path) -> Path:
             )
             if p["spec"]["users"] == users
         ]
-        if found and found[0]["triton"].get(GAN_GENERATOR, {}).get("batches"):
-            panels.append(
-                (f"GAN generator, {users} concurrent users", found[0]["triton"][GAN_GENERATOR]["batches"])
-            )
+        if found and found[0]["triton"].get(GAN_MODEL, {}).get("batches"):  # one graph: gan batches
+            batches = found[0]["triton"][GAN_MODEL]["batches"]
+            panels.append((f"gan endpoint, {users} concurrent users", batches))
     for unet in sorted({p["tags"]["network"] for p in select(points, endpoint=DIFFUSION_MODEL)}):
         curve = select(points, endpoint=DIFFUSION_MODEL, batching="on", protocol="grpc", network=unet)
         batches = curve[-1]["triton"].get("diffusion_unet", {}).get("batches") if curve else None
