@@ -1,4 +1,4 @@
-"""``genserve train gan|diffusion|classifier|style [options]``: train one family and write its weights.
+"""``genserve train gan|diffusion|classifier|style|text_to_image [options]``: train one family.
 
 Each family's script takes ``--steps`` (a few steps for CI), ``--seed`` and ``--out``; ``--help``
 after the family name lists the rest.
@@ -14,6 +14,7 @@ TRAINERS = {
     "diffusion": "genserve.export.train_diffusion",
     "classifier": "genserve.export.train_classifier",
     "style": "genserve.export.train_style",
+    "text_to_image": "genserve.export.train_text_to_image",
 }
 
 
