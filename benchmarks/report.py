@@ -753,6 +753,10 @@ def write_report(out_dir: Path) -> Path:
             + "\n### Every diffusion point (gRPC and HTTP)\n\n"
             + _diffusion_points_table(points)
         )
+    if (out_dir / "replicas.json").exists():
+        from genserve.benchmarks.replicas import replicas_section
+
+        md.append(replicas_section(json.loads((out_dir / "replicas.json").read_text())))
     md.append(
         f"\nRaw locust CSV/HTML, server logs and repositories: `{out_dir.name}/raw/` (not committed).\n"
     )

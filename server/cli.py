@@ -16,6 +16,7 @@ from types import FrameType
 
 from genserve.server.front_proxy import INSTALL_HINT, MAX_JSON_BODY, FrontProxyError, find_nginx
 from genserve.server.launcher import DEFAULT_SHM_BYTE_SIZE, EmbeddedServer, ServerError
+from genserve.server.replicas import ReplicaSet
 
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 
@@ -86,6 +87,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest JSON request body the front proxy passes, bytes (default: %(default)s)",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="run N servers behind an nginx balancer on --http-port/--grpc-port, restarting any that "
+        "dies; each replica's own ports and metrics are free ones, printed at start (default: %(default)s)",
+    )
+    parser.add_argument(
         "triton_args",
         nargs="*",
         metavar="-- TRITON_ARG",
@@ -116,6 +124,8 @@ def run_serve(args: argparse.Namespace) -> int:
     Returns 0 after a requested stop; when Triton ends on its own, prints why in one line and
     returns its exit code (or 128 + the signal that killed it).
     """
+    if args.replicas != 1:
+        return run_serve_replicas(args)
     try:
         front_proxy = _want_front_proxy(args.front_proxy)
     except FrontProxyError as error:
@@ -138,27 +148,10 @@ def run_serve(args: argparse.Namespace) -> int:
         front_proxy=front_proxy,
         max_json_body=args.max_json_body,
     )
-    stopping = False
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            print(
-                f"genserve: {signal.Signals(signum).name} received, letting in-flight requests finish",
-                flush=True,
-            )
-            server.request_stop()
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    try:
-        server.start()
-    except (ServerError, FrontProxyError) as error:
-        if stopping:
-            return 0
-        print(f"genserve serve: {error}", file=sys.stderr)
-        return 1
+    stopper = _StopOnSignal(server, "letting in-flight requests finish")
+    failed = _start(server, stopper)
+    if failed is not None:
+        return failed
     print(
         f"genserve: serving {server.model_repository}\n"
         f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}\n"
@@ -167,10 +160,82 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     code = server.wait()
     server.stop()
-    if stopping:
+    if stopper.requested:
         return 0
     print(f"genserve serve: {server.exit_reason}, not on request; stopping", file=sys.stderr, flush=True)
     return code if code > 0 else (128 - code if code < 0 else 1)
+
+
+def run_serve_replicas(args: argparse.Namespace) -> int:
+    """Run ``args.replicas`` servers behind nginx in the foreground until SIGINT/SIGTERM."""
+    if args.replicas < 1:
+        print(f"genserve serve: --replicas must be at least 1, got {args.replicas}", file=sys.stderr)
+        return 2
+    if args.front_proxy == "off":
+        print("genserve serve: --replicas needs nginx in front; drop --front-proxy=off", file=sys.stderr)
+        return 2
+    replicas = ReplicaSet(
+        args.model_repository,
+        args.replicas,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        log_dir=args.log_file.parent / f"{args.log_file.stem}-replicas" if args.log_file else None,
+        on_restart=lambda index: print(f"genserve: replica {index} exited and was restarted", flush=True),
+        max_json_body=args.max_json_body,
+        ready_timeout=args.ready_timeout,
+        exit_timeout=args.exit_timeout_secs,
+        shm_byte_size=args.shm_byte_size,
+        model_control_mode=args.model_control_mode,
+        log_verbose=args.log_verbose,
+        extra_args=tuple(args.triton_args),
+    )
+    stopper = _StopOnSignal(replicas, "stopping the replicas (in-flight requests finish first)")
+    failed = _start(replicas, stopper)
+    if failed is not None:
+        return failed
+    lines = [
+        f"  replica {i}: gRPC {s.grpc_url}, metrics {s.metrics_url}" for i, s in enumerate(replicas.servers)
+    ]
+    print(
+        f"genserve: serving {args.model_repository} on {args.replicas} replicas behind nginx\n"
+        f"  HTTP    {replicas.http_url}\n  gRPC    {replicas.grpc_url}\n" + "\n".join(lines) + "\n"
+        "  Ctrl-C stops them (in-flight requests finish first)",
+        flush=True,
+    )
+    replicas.supervise()
+    code = replicas.wait()
+    replicas.stop()
+    return 0 if stopper.requested else code
+
+
+class _StopOnSignal:
+    """Turns the first SIGINT or SIGTERM into ``target.request_stop()`` and remembers that it came."""
+
+    def __init__(self, target: EmbeddedServer | ReplicaSet, what: str):
+        self.target = target
+        self.what = what
+        self.requested = False
+        signal.signal(signal.SIGINT, self._forward)
+        signal.signal(signal.SIGTERM, self._forward)
+
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.requested:
+            self.requested = True
+            print(f"genserve: {signal.Signals(signum).name} received, {self.what}", flush=True)
+            self.target.request_stop()
+
+
+def _start(target: EmbeddedServer | ReplicaSet, stopper: _StopOnSignal) -> int | None:
+    """Start ``target``; ``None`` once it serves, else the exit code (0 if a signal cut the start short)."""
+    try:
+        target.start()
+    except (ServerError, FrontProxyError) as error:
+        if stopper.requested:
+            return 0
+        print(f"genserve serve: {error}", file=sys.stderr)
+        return 1
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

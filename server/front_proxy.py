@@ -332,6 +332,22 @@ class FrontProxy:
             time.sleep(0.05)
         raise FrontProxyError(f"nginx not listening after {self.ready_timeout:g} s: {self.error_log.strip()}")
 
+    def wait(self) -> int:
+        """Block until nginx exits; return its exit code.
+
+        Raises:
+            FrontProxyError: The proxy was not started.
+        """
+        if self._process is None:
+            raise FrontProxyError("front proxy not started")
+        return self._process.wait()
+
+    def request_stop(self) -> None:
+        """Send SIGQUIT without waiting (safe in a signal handler); :meth:`stop` then reaps."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signal.SIGQUIT)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop nginx: SIGQUIT lets open requests finish, SIGKILL after ``timeout`` seconds."""
         process, self._process = self._process, None
