@@ -25,8 +25,9 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from genserve.server.launcher import EmbeddedServer
+from genserve.server.paths import MODEL_REPOSITORY
 
-REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+REPOSITORY = MODEL_REPOSITORY
 
 
 def with_delay(source: Path, target: Path, model: str, delay_us: int) -> Path:

@@ -24,8 +24,9 @@ import numpy as np
 
 from genserve.client import Client
 from genserve.server.launcher import EmbeddedServer
+from genserve.server.paths import MODEL_REPOSITORY
 
-REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+REPOSITORY = MODEL_REPOSITORY
 TARGET_RATIO = 1.10
 
 

@@ -14,8 +14,9 @@ import numpy as np
 
 from genserve.client.contract import NUM_CLASSES
 from genserve.server.model_names import DIFFUSION_UNET, GAN_GENERATOR, MODEL_FILENAME, STYLE_NETWORK
+from genserve.server.paths import MODEL_REPOSITORY
 
-REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+REPOSITORY = MODEL_REPOSITORY
 EXAMPLE_BATCH = 2
 """Exported with an example batch of 2 so the exporter never specializes the batch dimension to 1."""
 

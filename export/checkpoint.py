@@ -8,12 +8,15 @@ shape with one clear error.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 """Where the committed weights and cards live: ``<family>.safetensors`` and ``<family>.json``."""
@@ -69,6 +72,32 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         first = str(error).splitlines()[0]
         raise CheckpointError(f"{path} does not fit {type(module).__name__}: {first}") from None
     return module.eval()
+
+
+def load_model(
+    path: Path | None, family: str, build: Callable[[dict[str, Any]], ModuleT]
+) -> tuple[ModuleT, dict[str, Any]]:
+    """Rebuild the module a checkpoint of ``family`` describes and load its weights (eval mode).
+
+    Args:
+        path: The checkpoint; ``None`` means the committed ``export/weights/<family>.safetensors``.
+        family: The family the checkpoint must belong to.
+        build: Makes the untrained module from the checkpoint's config; raises ``KeyError``,
+            ``TypeError`` or ``ValueError`` on a config it cannot use.
+
+    Returns:
+        The module and the checkpoint's config.
+
+    Raises:
+        CheckpointError: If the file is missing, of another family, or does not fit its config.
+    """
+    path = Path(path) if path is not None else weights_path(family)
+    config, state = read_checkpoint(path, family)
+    try:
+        module = build(config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} has an invalid {family} config: {error}") from None
+    return load_into(module, state, path), config
 
 
 def write_card(path: Path, card: dict[str, Any]) -> None:

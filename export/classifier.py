@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from genserve.client.contract import NUM_CLASSES
-from genserve.export.checkpoint import CheckpointError, load_into, read_checkpoint, weights_path
+from genserve.export.checkpoint import load_model
 
 FAMILY = "classifier"
 
@@ -169,10 +169,4 @@ def load_classifier(path: Path | None = None) -> DigitClassifier:
     Raises:
         CheckpointError: If the file is missing, of another family, or does not fit its config.
     """
-    path = Path(path) if path is not None else weights_path(FAMILY)
-    config, state = read_checkpoint(path, FAMILY)
-    try:
-        classifier = DigitClassifier(ClassifierConfig(**config))
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid classifier config: {error}") from None
-    return load_into(classifier, state, path)
+    return load_model(path, FAMILY, lambda config: DigitClassifier(ClassifierConfig(**config)))[0]

@@ -14,8 +14,10 @@ import json
 import sys
 from pathlib import Path
 
+from genserve.server.paths import MODEL_REPOSITORY, PROJECT_ROOT
+
 EXPORT_DIR = Path(__file__).resolve().parent
-DEFAULT_REPOSITORY = EXPORT_DIR.parent / "model_repository"
+DEFAULT_REPOSITORY = MODEL_REPOSITORY
 DEFAULT_WEIGHTS = EXPORT_DIR / "weights"
 DEFAULT_REPORTS = EXPORT_DIR / "reports"
 MODELS = {"gan": "gan_generator", "diffusion": "diffusion_unet", "style": "style_network"}
@@ -112,7 +114,7 @@ def write_report(rows: list[dict], report_dir: Path) -> tuple[Path, Path]:
     for r in merged:  # paths relative to the repository root, so the report reads the same anywhere
         if r.get("path"):
             with contextlib.suppress(ValueError):
-                r["path"] = str(Path(r["path"]).resolve().relative_to(EXPORT_DIR.parent))
+                r["path"] = str(Path(r["path"]).resolve().relative_to(PROJECT_ROOT))
     json_path.write_text(json.dumps({"rows": merged}, indent=2) + "\n")
     md_path.write_text(render_markdown(merged))
     return md_path, json_path

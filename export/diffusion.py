@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genserve.export.checkpoint import CheckpointError, load_into, read_checkpoint, weights_path
+from genserve.export.checkpoint import load_model
 from genserve.server.ddim import DDIMSchedule
 
 FAMILY = "diffusion"
@@ -196,11 +197,10 @@ def load_unet(path: Path | None = None) -> tuple[UNet, DDIMSchedule]:
     Raises:
         CheckpointError: If the file is missing, of another family, or does not fit its config.
     """
-    path = Path(path) if path is not None else weights_path(FAMILY)
-    config, state = read_checkpoint(path, FAMILY)
-    try:
-        unet = UNet(UNetConfig(**config["unet"]))
-        schedule = DDIMSchedule.from_dict(config["schedule"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid diffusion config: {error}") from None
-    return load_into(unet, state, path), schedule
+
+    def build(config: dict[str, Any]) -> UNet:
+        DDIMSchedule.from_dict(config["schedule"])  # a schedule it cannot use makes the checkpoint invalid
+        return UNet(UNetConfig(**config["unet"]))
+
+    unet, config = load_model(path, FAMILY, build)
+    return unet, DDIMSchedule.from_dict(config["schedule"])

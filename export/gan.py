@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genserve.export.checkpoint import CheckpointError, load_into, read_checkpoint, weights_path
+from genserve.export.checkpoint import load_model
 
 FAMILY = "gan"
 
@@ -145,10 +145,4 @@ def load_generator(path: Path | None = None) -> Generator:
     Raises:
         CheckpointError: If the file is missing, of another family, or does not fit its config.
     """
-    path = Path(path) if path is not None else weights_path(FAMILY)
-    config, state = read_checkpoint(path, FAMILY)
-    try:
-        generator = Generator(GANConfig(**config))
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path} has an invalid GAN config: {error}") from None
-    return load_into(generator, state, path)
+    return load_model(path, FAMILY, lambda config: Generator(GANConfig(**config)))[0]

@@ -1,13 +1,8 @@
-"""The ``genserve`` command: ``serve``, ``demo``, ``export`` and ``bench``.
-
-``serve`` and ``demo`` live here; ``export`` (needs torch) and ``bench`` are imported only when
-asked for, so the serving path never loads torch.
-"""
+"""``genserve serve``: run the embedded Triton server in the foreground until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,17 +11,8 @@ from types import FrameType
 
 from genserve.server.front_proxy import INSTALL_HINT, MAX_JSON_BODY, FrontProxyError, find_nginx
 from genserve.server.launcher import DEFAULT_SHM_BYTE_SIZE, EmbeddedServer, ServerError
+from genserve.server.paths import MODEL_REPOSITORY
 from genserve.server.replicas import ReplicaSet
-
-DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-
-# Subcommands implemented elsewhere: name -> (module with `add_arguments` and `run`, help).
-_DELEGATED = {
-    "demo": ("genserve.server.demo", "serve every model and write sample images through Triton's client"),
-    "export": ("genserve.export.cli", "export the models to ONNX into the model repository (needs torch)"),
-    "train": ("genserve.export.cli_train", "train a model family and write its weights (needs torch)"),
-    "bench": ("genserve.benchmarks.cli", "run the benchmark sweep and write its report"),
-}
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +20,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-repository",
         type=Path,
-        default=DEFAULT_REPOSITORY,
+        default=MODEL_REPOSITORY,
         help="Triton model repository to serve (default: %(default)s)",
     )
     parser.add_argument(
@@ -239,33 +225,20 @@ def _start(target: EmbeddedServer | ReplicaSet, stopper: _StopOnSignal) -> int |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``genserve`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="genserve", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve",
-        help="run a real Triton server on this host with the model repository",
+    """The ``genserve serve`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="genserve serve",
         description="Run the embedded Triton Inference Server (the tritonserver binary of the "
         "nvidia-pytriton wheel) in the foreground. Ports bind to 127.0.0.1 unless --host says otherwise.",
     )
-    add_serve_arguments(serve)
-    serve.set_defaults(handler=run_serve)
-    # Listed for --help only: main() hands their arguments to their own modules.
-    for name, (_module, help_text) in _DELEGATED.items():
-        commands.add_parser(name, help=help_text, add_help=False)
+    add_serve_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``genserve`` command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # Delegated subcommands parse their own options, so their --help is their own.
-    if argv and argv[0] in _DELEGATED:
-        module = importlib.import_module(_DELEGATED[argv[0]][0])
-        return int(module.main(argv[1:]) or 0)
-    args = parser.parse_args(argv)
-    return int(args.handler(args) or 0)
+    """Entry point of ``genserve serve``."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return int(run_serve(args) or 0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from genserve.server.launcher import EmbeddedServer, process_group_stats
+from genserve.server.paths import MODEL_REPOSITORY
 
 
 def processes_in_group(pgid: int) -> list[int]:
@@ -32,7 +33,7 @@ def start_server(tmp_path: Path) -> Iterator:
         server.stop()
 
 
-REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+REPOSITORY = MODEL_REPOSITORY
 ONNX_MODELS = ("gan", "gan_generator", "diffusion_unet", "style_network")
 
 

@@ -16,8 +16,7 @@ from genserve.benchmarks.diffusion_bench import in_process_rate
 from genserve.benchmarks.flops import count_flops
 from genserve.benchmarks.report import best_under_bound
 from genserve.benchmarks.repository import build_repository, without_dynamic_batching
-
-REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+from genserve.server.paths import MODEL_REPOSITORY
 
 
 def test_without_dynamic_batching_removes_the_whole_block() -> None:
@@ -36,7 +35,7 @@ def test_batching_off_repository_keeps_max_batch_size(tmp_path: Path) -> None:
         text = (repo / model / "config.pbtxt").read_text()
         assert "dynamic_batching {" not in text
         assert "max_batch_size: 256" in text
-    assert not (REPOSITORY / "gan" / "config.pbtxt").read_text().count("removed for the batching-off")
+    assert not (MODEL_REPOSITORY / "gan" / "config.pbtxt").read_text().count("removed for the batching-off")
 
 
 def test_stats_delta_and_derived_figures() -> None:

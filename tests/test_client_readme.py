@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from genserve.client import encode_png
+from genserve.server.paths import MODEL_REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -30,7 +31,7 @@ def test_readme_example_runs(index, served, tmp_path, monkeypatch, capsys):
     Image.fromarray(photo).save(tmp_path / "photo.jpg")
     (tmp_path / "painting.png").write_bytes(encode_png(photo[::-1]))
     code = BLOCKS[index].replace("localhost:8001", served.grpc_url).replace("localhost:8000", served.http_url)
-    code = code.replace('"model_repository"', repr(str(ROOT / "model_repository")))
+    code = code.replace('"model_repository"', repr(str(MODEL_REPOSITORY)))
     exec(compile(code, f"{README.name} example {index}", "exec"), {"__name__": "__readme__"})
     if "save_png" in code:
         assert (tmp_path / "digits.png").exists()

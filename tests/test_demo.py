@@ -2,7 +2,7 @@
 
 from PIL import Image
 
-from genserve.server import demo
+from genserve.cli import demo
 
 
 def test_demo_writes_every_image(tmp_path, capsys):

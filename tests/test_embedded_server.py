@@ -20,10 +20,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from genserve.export.tiny import write_tiny_model
 from genserve.server.launcher import ModelLoadError, PortInUseError
 
 from conftest import processes_in_group
+from tiny_model import write_tiny_model
 
 SLOW_MODEL = textwrap.dedent(
     """
@@ -182,7 +182,7 @@ def test_serve_command_forwards_sigint(tmp_path, tiny_repository):
     command = [
         sys.executable,
         "-m",
-        "genserve.server.cli",
+        "genserve.cli",
         "serve",
         "--model-repository",
         str(tiny_repository),
@@ -209,12 +209,12 @@ def test_serve_help_documents_every_option():
     from genserve.server.cli import build_parser
 
     help_text = subprocess.run(
-        [sys.executable, "-m", "genserve.server.cli", "serve", "--help"],
+        [sys.executable, "-m", "genserve.cli", "serve", "--help"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    serve = build_parser()
     for action in serve._actions:
         for option in action.option_strings:
             assert option in help_text

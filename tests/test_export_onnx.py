@@ -117,7 +117,7 @@ def test_variants_are_built_checked_and_reported(tmp_path):
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "genserve.server.cli", "export", *args],
+        [sys.executable, "-m", "genserve.cli", "export", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

@@ -1,6 +1,6 @@
 """A tiny ONNX model built with ``onnx.helper``: no torch, no training, a few kilobytes.
 
-It stands in for a real network where a test or a smoke check needs a model the server can load in
+A test helper: it stands in for a real network where a test needs a model the server can load in
 a second: ``y = x @ W + b`` with a dynamic batch dimension and fixed, seeded weights.
 """
 
@@ -69,20 +69,3 @@ def write_tiny_model(
         TINY_CONFIG.format(name=name, max_batch_size=max_batch_size, features=features, batching=batching)
     )
     return folder
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m genserve.export.tiny REPOSITORY``: write the tiny model into a repository."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("repository", type=Path)
-    parser.add_argument("--name", default="tiny")
-    args = parser.parse_args(argv)
-    folder = write_tiny_model(args.repository, args.name)
-    print(f"wrote {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

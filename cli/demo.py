@@ -21,8 +21,7 @@ from PIL import Image
 
 from genserve.client.contract import NUM_CLASSES
 from genserve.server.launcher import EmbeddedServer
-
-DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+from genserve.server.paths import MODEL_REPOSITORY
 
 
 def grid(images: np.ndarray, columns: int, scale: int = 1) -> Image.Image:
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=Path("outputs/demo"), help="folder for images and the log"
     )
-    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     parser.add_argument(
         "--skip-export", action="store_true", help="use the ONNX files already in the repository"
     )
