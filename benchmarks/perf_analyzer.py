@@ -28,6 +28,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from genserve.server.paths import MODEL_REPOSITORY
+
 WHEEL = "tritonclient==2.51.0"
 WHEEL_FILE = "tritonclient-2.51.0-py3-none-manylinux1_x86_64.whl"
 WHEEL_SHA256 = "c485bb0123bdf310f90bc8b03d3489b28df2ffed55b30c7eee0b795b48113d52"
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("install")
     run = sub.add_parser("run")
-    run.add_argument("--repository", type=Path, default=Path("model_repository"))
+    run.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     run.add_argument("--model", default="gan")
     run.add_argument("--concurrency", default="1,32")
     run.add_argument("--protocol", choices=("grpc", "http"), default="grpc")

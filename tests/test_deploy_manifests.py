@@ -147,7 +147,7 @@ def test_the_autoscaling_metric_is_built_from_counters_triton_exports(start_serv
     import numpy as np
     import tritonclient.http as httpclient
 
-    from genserve.export.tiny import write_tiny_model
+    from tiny_model import write_tiny_model
 
     rule = (ROOT / "docker" / "kubernetes" / "monitoring" / "prometheus-adapter-rules.yaml").read_text()
     query = rule.split("metricsQuery:", 1)[1]
