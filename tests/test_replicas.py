@@ -16,11 +16,11 @@ import tritonclient.http as httpclient
 
 from genserve.benchmarks.replicas import failover_run, replica_repository
 from genserve.client import errors as client_errors
-from genserve.export.tiny import tiny_affine_weights, write_tiny_model
 from genserve.server.launcher import free_port
 from genserve.server.replicas import ReplicaSet
 
 from conftest import REPOSITORY, processes_in_group
+from tiny_model import tiny_affine_weights, write_tiny_model
 
 TYPED_ERRORS = {name for name in dir(client_errors) if name.endswith("Error") and name != "GenserveError"}
 
