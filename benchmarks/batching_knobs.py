@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import queue
-import re
 import shutil
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from genserve.benchmarks.pbtxt import read_config, write_config
 from genserve.server.launcher import EmbeddedServer
 from genserve.server.paths import MODEL_REPOSITORY
 
@@ -33,11 +33,10 @@ REPOSITORY = MODEL_REPOSITORY
 def with_delay(source: Path, target: Path, model: str, delay_us: int) -> Path:
     """Copy ``source`` to ``target`` with ``model``'s dynamic-batching delay set to ``delay_us``."""
     shutil.copytree(source, target)
-    config = target / model / "config.pbtxt"
-    text = re.sub(
-        r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {delay_us}", config.read_text()
-    )
-    config.write_text(text)
+    path = target / model / "config.pbtxt"
+    config = read_config(path)
+    config.dynamic_batching.max_queue_delay_microseconds = delay_us
+    write_config(path, config, f"batching_knobs: queue delay {delay_us} us")
     return target
 
 

@@ -26,11 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from genserve.benchmarks.pbtxt import read_config
+from genserve.client.contract import GAN
 from genserve.server.launcher import free_port
+from genserve.server.paths import MODEL_REPOSITORY
 
-MAX_BATCH = 256
-QUEUE_DELAY_US = 200
-"""genserve's ``gan`` endpoint batches with 200 us of queue delay; the peer gets the same."""
+
+def genserve_queue_delay_us(repository: Path = MODEL_REPOSITORY) -> int:
+    """The queue delay of genserve's ``gan`` endpoint; the peer batches with the same one."""
+    config = read_config(repository / GAN.name / "config.pbtxt")
+    return int(config.dynamic_batching.max_queue_delay_microseconds)
+
+
 THREADS = 2
 
 
@@ -56,7 +63,11 @@ def build_infer(onnx_path: Path, latent_dim: int):  # noqa: ANN201 - a PyTriton 
 
 
 def serve(
-    onnx_path: Path, latent_dim: int, image_shape: tuple[int, int, int], ports: tuple[int, int, int]
+    onnx_path: Path,
+    latent_dim: int,
+    image_shape: tuple[int, int, int],
+    ports: tuple[int, int, int],
+    queue_delay_us: int,
 ) -> None:
     """Serve the GAN with PyTriton on 127.0.0.1 until SIGTERM."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -77,16 +88,13 @@ def serve(
     security = TritonSecurityConfig(restricted_endpoints=[])
     with Triton(config=config, security_config=security) as triton:
         triton.bind(
-            model_name="gan",
+            model_name=GAN.name,
             infer_func=build_infer(onnx_path, latent_dim),
-            inputs=[
-                Tensor(name="seed", dtype=np.int64, shape=(1,)),
-                Tensor(name="label", dtype=np.int64, shape=(1,)),
-            ],
+            inputs=[Tensor(name=t.name, dtype=t.numpy_dtype, shape=t.dims) for t in GAN.inputs],
             outputs=[Tensor(name="image", dtype=np.uint8, shape=(h, w, c))],
             config=ModelConfig(
-                max_batch_size=MAX_BATCH,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=QUEUE_DELAY_US),
+                max_batch_size=GAN.max_batch_size,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=queue_delay_us),
             ),
             strict=False,
         )
@@ -105,6 +113,7 @@ class PeerServer:
         image_shape: Generator output ``(C, H, W)``.
         log_file: Where its output goes.
         ready_timeout: Seconds to wait for it to serve.
+        queue_delay_us: Its batcher's queue delay; by default that of genserve's ``gan`` config.
     """
 
     def __init__(
@@ -114,8 +123,10 @@ class PeerServer:
         image_shape: tuple[int, int, int],
         log_file: Path,
         ready_timeout: float = 120.0,
+        queue_delay_us: int | None = None,
     ) -> None:
         self.onnx_path, self.latent_dim, self.image_shape = onnx_path, latent_dim, image_shape
+        self.queue_delay_us = genserve_queue_delay_us() if queue_delay_us is None else queue_delay_us
         self.log_file, self.ready_timeout = log_file, ready_timeout
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -156,6 +167,7 @@ class PeerServer:
             f"--latent-dim={self.latent_dim}",
             f"--image-shape={shape}",
             f"--ports={self.http_port},{self.grpc_port},{self.metrics_port}",
+            f"--queue-delay-us={self.queue_delay_us}",
         ]
         with self.log_file.open("wb") as sink:
             self._process = subprocess.Popen(
@@ -206,10 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent-dim", type=int, required=True)
     parser.add_argument("--image-shape", required=True, help="C,H,W")
     parser.add_argument("--ports", required=True, help="HTTP,GRPC,METRICS")
+    parser.add_argument("--queue-delay-us", type=int, default=None, help="default: genserve's gan config")
     args = parser.parse_args(argv)
     shape = tuple(int(d) for d in args.image_shape.split(","))
     ports = tuple(int(p) for p in args.ports.split(","))
-    serve(args.onnx, args.latent_dim, shape, ports)  # type: ignore[arg-type]
+    delay = genserve_queue_delay_us() if args.queue_delay_us is None else args.queue_delay_us
+    serve(args.onnx, args.latent_dim, shape, ports, delay)  # type: ignore[arg-type]
     return 0
 
 

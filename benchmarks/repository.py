@@ -1,18 +1,19 @@
 """Benchmark copies of the model repository: a subset of models, batching on or off, networks swapped.
 
-The project's ``model_repository/`` is never written; every variant is a fresh folder. With batching
-off, ``dynamic_batching`` (and the queue policy inside it) is removed from every config while
+The project's ``model_repository/`` is never written; every variant is a fresh folder whose configs
+are edited as protobuf messages. With batching off, ``dynamic_batching`` (and the queue policy inside
+it) is removed from every config while
 ``max_batch_size`` is kept, so Triton runs each request as its own execution: the same model with only
 the batcher taken away.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 from genserve.benchmarks.models import REPOSITORY, Network
+from genserve.benchmarks.pbtxt import read_config, tensor, write_config
 from genserve.client.contract import DIFFUSION_MODEL, GAN_MODEL, STYLE_MODEL
 from genserve.server.model_names import DIFFUSION_UNET, GAN_GENERATOR, MODEL_FILENAME, STYLE_NETWORK
 
@@ -52,38 +53,14 @@ def build_repository(
     target.mkdir(parents=True)
     for model in ENDPOINT_MODELS[endpoint]:
         shutil.copytree(source / model, target / model, ignore=shutil.ignore_patterns("__pycache__"))
-        config = target / model / "config.pbtxt"
-        text = config.read_text()
         if not batching:
-            text = without_dynamic_batching(text)
-        config.write_text(text)
+            path = target / model / "config.pbtxt"
+            config = read_config(path)
+            config.ClearField("dynamic_batching")
+            write_config(path, config, "dynamic_batching removed for the batching-off benchmark")
     if network is not None:
         _swap_network(target, endpoint, network)
     return target
-
-
-def without_dynamic_batching(config: str) -> str:
-    """The config text with its ``dynamic_batching { ... }`` block removed (braces matched)."""
-    match = re.search(r"^\s*dynamic_batching\s*\{", config, flags=re.MULTILINE)
-    if match is None:
-        return config
-    depth, end = 0, match.end() - 1
-    for end in range(match.end() - 1, len(config)):
-        depth += {"{": 1, "}": -1}.get(config[end], 0)
-        if depth == 0:
-            break
-    return (
-        config[: match.start()]
-        + "\n# dynamic_batching removed for the batching-off benchmark"
-        + config[end + 1 :]
-    )
-
-
-def _replace(text: str, pattern: str, replacement: str, what: str) -> str:
-    new, count = re.subn(pattern, replacement, text)
-    if count == 0:
-        raise ValueError(f"benchmark repository: could not adapt {what} (pattern {pattern!r} not found)")
-    return new
 
 
 def _swap_network(target: Path, endpoint: str, network: Network) -> None:
@@ -95,19 +72,15 @@ def _swap_network(target: Path, endpoint: str, network: Network) -> None:
     if endpoint != GAN_MODEL:
         return  # the small UNet has the default UNet's shapes
     c, h, w = network.image_shape
-    config = target / inner / "config.pbtxt"
-    text = config.read_text()
-    text = _replace(text, r'("z",[^\n]*dims: \[ )\d+( \])', rf"\g<1>{network.latent_dim}\g<2>", "z dims")
-    text = _replace(
-        text, r'(name: "image",[^\n]*dims: \[ )[\d, ]+( \])', rf"\g<1>{c}, {h}, {w}\g<2>", "image"
-    )
-    config.write_text(text)
-    config = target / GAN_MODEL / "config.pbtxt"
-    text = config.read_text()
-    text = _replace(
-        text, r'(name: "image",[^\n]*dims: \[ )[\d, ]+( \])', rf"\g<1>{h}, {w}, {c}\g<2>", "image"
-    )
-    config.write_text(text)
+    path = target / inner / "config.pbtxt"
+    config = read_config(path)
+    tensor(config, "z").dims[:] = [network.latent_dim]
+    tensor(config, "image").dims[:] = [c, h, w]
+    write_config(path, config, f"{inner} swapped for the {network.key} network")
+    path = target / GAN_MODEL / "config.pbtxt"
+    config = read_config(path)
+    tensor(config, "image").dims[:] = [h, w, c]
+    write_config(path, config, f"serving the {network.key} network")
     from genserve.export.gan_graph import write_gan_endpoint  # onnx only, no torch
 
     write_gan_endpoint(version / MODEL_FILENAME, target / GAN_MODEL / "1" / MODEL_FILENAME)

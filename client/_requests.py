@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from genserve.client import contract
-from genserve.client.errors import InvalidInputError
+from genserve.client.errors import InvalidInputError, checked
 from genserve.client.images import ImageInput, image_tensor
 
 Labels = int | Sequence[int] | np.ndarray
@@ -59,15 +59,12 @@ class DiffusionStep:
 
 
 def _checked(bound: contract.Bound, values: np.ndarray) -> np.ndarray:
-    try:
-        bound.check(values)
-    except ValueError as error:
-        raise InvalidInputError(str(error)) from None
+    checked(bound.check, values)
     return values
 
 
-def int_rows(values: Labels, bound: contract.Bound, max_rows: int) -> np.ndarray:
-    """Integers for a per-image input as int64 ``[N]``, checked against ``bound`` and ``max_rows``.
+def int_rows(values: Labels, bound: contract.Bound, endpoint: contract.Endpoint) -> np.ndarray:
+    """Integers for a per-image input as int64 ``[N]``, checked against ``bound`` and the endpoint.
 
     Raises:
         InvalidInputError: naming the input and its allowed values.
@@ -81,21 +78,18 @@ def int_rows(values: Labels, bound: contract.Bound, max_rows: int) -> np.ndarray
         )
     if array.size and array.dtype.kind not in "iu":
         raise InvalidInputError(f"{bound.name} must be integers; got {array.dtype}")
-    if not 1 <= array.size <= max_rows:
-        raise InvalidInputError(
-            f"{bound.name} has {array.size} values; allowed 1..{max_rows} images per request"
-        )
+    checked(endpoint.check_images, array.size, bound.name)
     return _checked(bound, array).astype(np.int64)
 
 
-def seed_rows(seeds: Seeds, count: int, rng: np.random.Generator) -> np.ndarray:
+def seed_rows(seeds: Seeds, count: int, rng: np.random.Generator, endpoint: contract.Endpoint) -> np.ndarray:
     """One int64 seed per image: the given ones, checked, or ``count`` fresh random ones.
 
     Seeds are drawn here, once per call, so that every retry of the call asks for the same images.
     """
     if seeds is None:
         return rng.integers(0, contract.MAX_SEED, size=count, endpoint=True, dtype=np.int64)
-    array = int_rows(seeds, contract.SEED, max(count, 1))
+    array = int_rows(seeds, contract.SEED, endpoint)
     if array.size != count:
         raise InvalidInputError(f"seed has {array.size} values; expected {count}, one per label")
     return array
@@ -118,10 +112,10 @@ def scalar(value: float, bound: contract.Bound, kind: str) -> np.ndarray:
 # -- endpoints --------------------------------------------------------------------------------
 def gan_request(labels: Labels, seeds: Seeds, rng: np.random.Generator) -> InferRequest:
     """The ``gan`` request for one image per label."""
-    label = int_rows(labels, contract.LABEL, contract.GAN_MAX_BATCH)
-    seed = seed_rows(seeds, label.size, rng)
+    label = int_rows(labels, contract.LABEL, contract.GAN)
+    seed = seed_rows(seeds, label.size, rng, contract.GAN)
     return InferRequest(
-        contract.GAN_MODEL,
+        contract.GAN.name,
         {"seed": seed.reshape(-1, 1), "label": label.reshape(-1, 1)},
         ("image",),
     )
@@ -132,15 +126,10 @@ def style_request(content: ImageInput, style: ImageInput, alpha: float, size: in
     inputs = dict([image_tensor(content, "content"), image_tensor(style, "style")])
     inputs["alpha"] = scalar(alpha, contract.ALPHA, "float").reshape(1, 1)
     if size is not None:
-        if (
-            isinstance(size, bool)
-            or not isinstance(size, (int, np.integer))
-            or size not in contract.STYLE_SIZES
-        ):
-            raise InvalidInputError(f"size={size} is not allowed; allowed sizes {list(contract.STYLE_SIZES)}")
+        size = checked(contract.STYLE.input("size").check_choice, size)
         inputs["size"] = np.array([[size]], dtype=np.int32)
     side = size if size is not None else max(contract.STYLE_SIZES)
-    return InferRequest(contract.STYLE_MODEL, inputs, ("image",), output_bounds={"image": side * side * 3})
+    return InferRequest(contract.STYLE.name, inputs, ("image",), output_bounds={"image": side * side * 3})
 
 
 def diffusion_request(
@@ -154,12 +143,12 @@ def diffusion_request(
     rng: np.random.Generator,
 ) -> InferRequest:
     """The ``diffusion`` request (decoupled: no batch dimension, scalars as ``[1]``)."""
-    label = int_rows(labels, contract.LABEL, contract.DIFFUSION_MAX_IMAGES)
+    label = int_rows(labels, contract.LABEL, contract.DIFFUSION)
     return InferRequest(
-        contract.DIFFUSION_MODEL,
+        contract.DIFFUSION.name,
         {
             "label": label,
-            "seed": seed_rows(seeds, label.size, rng),
+            "seed": seed_rows(seeds, label.size, rng, contract.DIFFUSION),
             "steps": scalar(steps, contract.STEPS, "int"),
             "guidance": scalar(guidance, contract.GUIDANCE, "float"),
             "eta": scalar(eta, contract.ETA, "float"),

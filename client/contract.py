@@ -64,6 +64,7 @@ LABEL = Bound("label", 0, NUM_CLASSES - 1)
 SEED = Bound("seed", 0, MAX_SEED)
 ALPHA = Bound("alpha", 0.0, 1.0, default=1.0)
 STEPS = Bound("steps", 1, 1000, default=20)
+"""The protocol's cap on DDIM steps; the served model allows at most its schedule's length (it checks)."""
 GUIDANCE = Bound("guidance", 0.0, 20.0, default=2.0)
 ETA = Bound("eta", 0.0, 1.0, default=0.0)
 PREVIEW_EVERY = Bound("preview_every", 0, 1000, default=0)
@@ -72,6 +73,188 @@ STYLE_SIZES = (256, 512)
 """Longer-side sizes style-transfer inputs are resized to, so requests of one size batch together."""
 MAX_ENCODED_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
+MIN_IMAGE_SIDE = 8
+"""The shortest side an input image may have (the style network downsamples by 8)."""
+
+
+def check_encoded_image(size: int, name: str) -> None:
+    """Refuse encoded image bytes that are empty or more than :data:`MAX_ENCODED_IMAGE_BYTES`.
+
+    Raises:
+        ValueError: naming the input.
+    """
+    if size == 0:
+        raise ValueError(f"{name}: encoded image is empty")
+    if size > MAX_ENCODED_IMAGE_BYTES:
+        raise ValueError(f"{name}: encoded image has {size} bytes; at most {MAX_ENCODED_IMAGE_BYTES} allowed")
+
+
+def check_image_size(width: int, height: int, name: str) -> None:
+    """Refuse images with more than :data:`MAX_IMAGE_PIXELS` pixels or a side under :data:`MIN_IMAGE_SIDE`.
+
+    Raises:
+        ValueError: naming the input.
+    """
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{name}: image is {width}x{height}; at most {MAX_IMAGE_PIXELS} pixels allowed")
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ValueError(
+            f"{name}: image is {width}x{height}; each side must be at least {MIN_IMAGE_SIDE} pixels"
+        )
+
+
+def check_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    """Check uint8 ``[H, W, 3]`` pixels (dtype, shape, size); return them.
+
+    Raises:
+        ValueError: naming the input and what is wrong.
+    """
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name}: expected uint8 [H, W, 3] pixels; got {array.dtype} {list(array.shape)}")
+    check_image_size(array.shape[1], array.shape[0], name)
+    return array
+
+
+# -- endpoints: the typed description that each endpoint's config.pbtxt mirrors ----------------
+NUMPY_DTYPES: dict[str, type] = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "BYTES": np.object_,
+}
+"""KServe datatype -> numpy type, for the datatypes genserve's endpoints use."""
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output of an endpoint, as its ``config.pbtxt`` declares it.
+
+    Attributes:
+        name: Tensor name.
+        datatype: KServe datatype (``INT64``, ``FP32``, ``UINT8``, ``BYTES``, ...).
+        dims: Shape past the batch dimension (the config's ``dims``); ``-1`` is any size. Where the
+            model decides a size (an image's height, say), the contract says ``-1`` and the model
+            repository's config says the size.
+        optional: Whether a request may leave it out.
+        bound: The range its values must lie in, if any.
+        choices: The only values it may take, if only a few are allowed.
+    """
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+    bound: Bound | None = None
+    choices: tuple[int, ...] = ()
+
+    @property
+    def numpy_dtype(self) -> type:
+        """The numpy type of its values."""
+        return NUMPY_DTYPES[self.datatype]
+
+    def check_choice(self, value: object) -> int:
+        """``value`` as an int if it is one of :attr:`choices`.
+
+        Raises:
+            ValueError: naming the input and its allowed values.
+        """
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            allowed = False
+        else:
+            allowed = int(value) in self.choices
+        if not allowed:
+            raise ValueError(f"{self.name}={value} is not allowed; allowed {self.name}s {list(self.choices)}")
+        return int(value)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What one endpoint takes and returns; its ``config.pbtxt`` must say the same (a test compares).
+
+    Attributes:
+        name: Model name on the server.
+        max_batch_size: The config's ``max_batch_size``; ``0`` means tensors carry no batch dimension.
+        max_images: Images one request may ask for.
+        inputs: Input tensors, in config order.
+        outputs: Output tensors, in config order.
+        decoupled: Whether responses stream (the config's ``model_transaction_policy``).
+    """
+
+    name: str
+    max_batch_size: int
+    max_images: int
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    decoupled: bool = False
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Input names, in config order."""
+        return tuple(tensor.name for tensor in self.inputs)
+
+    def input(self, name: str) -> Tensor:
+        """The input called ``name``."""
+        return next(tensor for tensor in self.inputs if tensor.name == name)
+
+    def shape(self, tensor: Tensor) -> tuple[int, ...]:
+        """A tensor's shape as the server's metadata lists it: ``-1`` for the batch dimension first."""
+        return (-1, *tensor.dims) if self.max_batch_size > 0 else tensor.dims
+
+    def check_images(self, count: int, name: str = "label") -> None:
+        """Refuse a request for no images or more than :attr:`max_images`.
+
+        Raises:
+            ValueError: naming the input that counts the images.
+        """
+        if not 1 <= count <= self.max_images:
+            raise ValueError(f"{name} has {count} values; allowed 1..{self.max_images} images per request")
+
+
+GAN = Endpoint(
+    GAN_MODEL,
+    max_batch_size=GAN_MAX_BATCH,
+    max_images=GAN_MAX_BATCH,
+    inputs=(Tensor("seed", "INT64", (1,), bound=SEED), Tensor("label", "INT64", (1,), bound=LABEL)),
+    outputs=(Tensor("image", "UINT8", (-1, -1, -1)),),
+)
+STYLE = Endpoint(
+    STYLE_MODEL,
+    max_batch_size=8,
+    max_images=8,
+    inputs=(
+        Tensor("content", "BYTES", (1,), optional=True),
+        Tensor("content_pixels", "UINT8", (-1, -1, 3), optional=True),
+        Tensor("style", "BYTES", (1,), optional=True),
+        Tensor("style_pixels", "UINT8", (-1, -1, 3), optional=True),
+        Tensor("alpha", "FP32", (1,), optional=True, bound=ALPHA),
+        Tensor("size", "INT32", (1,), optional=True, choices=STYLE_SIZES),
+    ),
+    outputs=(
+        Tensor("image", "UINT8", (-1, -1, 3)),
+        Tensor("image_png", "BYTES", (1,)),
+        Tensor("size", "INT32", (1,)),
+    ),
+)
+DIFFUSION = Endpoint(
+    DIFFUSION_MODEL,
+    max_batch_size=0,
+    max_images=DIFFUSION_MAX_IMAGES,
+    inputs=(
+        Tensor("label", "INT64", (-1,), bound=LABEL),
+        Tensor("seed", "INT64", (-1,), bound=SEED),
+        Tensor("steps", "INT32", (1,), optional=True, bound=STEPS),
+        Tensor("guidance", "FP32", (1,), optional=True, bound=GUIDANCE),
+        Tensor("eta", "FP32", (1,), optional=True, bound=ETA),
+        Tensor("preview_every", "INT32", (1,), optional=True, bound=PREVIEW_EVERY),
+    ),
+    outputs=(Tensor("image", "UINT8", (-1, -1, -1, -1)), Tensor("step", "INT32", (1,))),
+    decoupled=True,
+)
+CONTRACT: dict[str, Endpoint] = {endpoint.name: endpoint for endpoint in (GAN, STYLE, DIFFUSION)}
+"""Every endpoint by name."""
 
 
 # -- image value range ------------------------------------------------------------------------

@@ -9,6 +9,10 @@ from __future__ import annotations
 import http.client
 import re
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "CancelledError",
@@ -49,6 +53,18 @@ class InvalidInputError(GenserveError, ValueError):
 
     Fix the call; retrying it unchanged fails the same way.
     """
+
+
+def checked(check: Callable[..., T], *args: Any) -> T:
+    """Run one of the contract's checks, the one the server runs too; its ``ValueError`` becomes ours.
+
+    Raises:
+        InvalidInputError: with the contract's message.
+    """
+    try:
+        return check(*args)
+    except ValueError as error:
+        raise InvalidInputError(str(error)) from None
 
 
 class OverloadedError(GenserveError):

@@ -15,8 +15,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from genserve.client.contract import MAX_ENCODED_IMAGE_BYTES, MAX_IMAGE_PIXELS
-from genserve.client.errors import InvalidInputError
+from genserve.client import contract
+from genserve.client.errors import InvalidInputError, checked
 
 __all__ = ["ImageInput", "contact_sheet", "encode_png", "save_png"]
 
@@ -39,17 +39,13 @@ def image_tensor(value: ImageInput, name: str) -> tuple[str, np.ndarray]:
             raise InvalidInputError(f"{name}: cannot read image file '{value}': {error.strerror}") from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
-        if not data:
-            raise InvalidInputError(f"{name}: encoded image is empty")
-        if len(data) > MAX_ENCODED_IMAGE_BYTES:
-            raise InvalidInputError(
-                f"{name}: encoded image has {len(data)} bytes; at most {MAX_ENCODED_IMAGE_BYTES} allowed"
-            )
+        checked(contract.check_encoded_image, len(data), name)
         return name, np.array([[data]], dtype=np.object_)
     if _is_pil_image(value):
         value = np.asarray(value.convert("RGB"))
     if isinstance(value, np.ndarray):
-        return f"{name}_pixels", _checked_pixels(value, f"{name}_pixels")[np.newaxis]
+        pixels = checked(contract.check_pixels, value, f"{name}_pixels")
+        return f"{name}_pixels", np.ascontiguousarray(pixels)[np.newaxis]
     raise InvalidInputError(
         f"{name} must be a file path, encoded image bytes, a PIL image or uint8 [H, W, 3] pixels; "
         f"got {type(value).__name__}"
@@ -58,19 +54,6 @@ def image_tensor(value: ImageInput, name: str) -> tuple[str, np.ndarray]:
 
 def _is_pil_image(value: object) -> bool:
     return type(value).__module__.startswith("PIL.") and hasattr(value, "convert")
-
-
-def _checked_pixels(array: np.ndarray, name: str) -> np.ndarray:
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise InvalidInputError(
-            f"{name}: expected uint8 [H, W, 3] pixels; got {array.dtype} {list(array.shape)}"
-        )
-    height, width = array.shape[:2]
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InvalidInputError(
-            f"{name}: image is {width}x{height}; at most {MAX_IMAGE_PIXELS} pixels allowed"
-        )
-    return np.ascontiguousarray(array)
 
 
 # -- PNG --------------------------------------------------------------------------------------

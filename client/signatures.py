@@ -1,4 +1,4 @@
-"""What this client sends to and reads from each endpoint, and the check against the server's metadata.
+"""The check of the server's metadata against the contract's endpoints, and the repository index.
 
 A server built from another genserve version may take other tensors; the check turns what would be
 an obscure failure at the first call into one clear :class:`SignatureMismatchError`.
@@ -14,74 +14,17 @@ from genserve.client import contract
 from genserve.client.errors import SignatureMismatchError
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """A tensor as the client expects the server's metadata to list it.
-
-    Attributes:
-        name: Tensor name.
-        datatype: Triton datatype (``INT64``, ``UINT8``, ``BYTES``, ...).
-        shape: Dims including the batch dim; ``-1`` accepts any size the server declares.
-    """
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-
-    def describe(self) -> str:
-        """``NAME DATATYPE [dims]``."""
-        return f"'{self.name}' {self.datatype} {list(self.shape)}"
-
-
-@dataclass(frozen=True)
-class Signature:
-    """The inputs the client may send and the outputs it reads, for one endpoint."""
-
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-
-SIGNATURES: dict[str, Signature] = {
-    contract.GAN_MODEL: Signature(
-        inputs=(TensorSpec("seed", "INT64", (-1, 1)), TensorSpec("label", "INT64", (-1, 1))),
-        outputs=(TensorSpec("image", "UINT8", (-1, -1, -1, -1)),),
-    ),
-    contract.STYLE_MODEL: Signature(
-        inputs=(
-            TensorSpec("content", "BYTES", (-1, 1)),
-            TensorSpec("content_pixels", "UINT8", (-1, -1, -1, 3)),
-            TensorSpec("style", "BYTES", (-1, 1)),
-            TensorSpec("style_pixels", "UINT8", (-1, -1, -1, 3)),
-            TensorSpec("alpha", "FP32", (-1, 1)),
-            TensorSpec("size", "INT32", (-1, 1)),
-        ),
-        outputs=(TensorSpec("image", "UINT8", (-1, -1, -1, 3)),),
-    ),
-    contract.DIFFUSION_MODEL: Signature(
-        inputs=(
-            TensorSpec("label", "INT64", (-1,)),
-            TensorSpec("seed", "INT64", (-1,)),
-            TensorSpec("steps", "INT32", (1,)),
-            TensorSpec("guidance", "FP32", (1,)),
-            TensorSpec("eta", "FP32", (1,)),
-            TensorSpec("preview_every", "INT32", (1,)),
-        ),
-        outputs=(TensorSpec("image", "UINT8", (-1, -1, -1, -1)), TensorSpec("step", "INT32", (1,))),
-    ),
-}
-
-
-def _matches(expected: TensorSpec, datatype: str, shape: Sequence[int]) -> bool:
-    if datatype != expected.datatype or len(shape) != len(expected.shape):
-        return False
-    return all(want in (-1, got) for want, got in zip(expected.shape, shape, strict=True))
+def _matches(expected: tuple[int, ...], shape: Sequence[int]) -> bool:
+    return len(shape) == len(expected) and all(
+        want in (-1, got) for want, got in zip(expected, shape, strict=True)
+    )
 
 
 def check_signature(model: str, metadata: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """Compare a model's metadata (Triton's JSON form) with what the client expects.
 
     Args:
-        model: Endpoint name (a key of :data:`SIGNATURES`).
+        model: Endpoint name (a key of :data:`genserve.client.contract.CONTRACT`).
         metadata: ``{"inputs": [{"name", "datatype", "shape"}], "outputs": [...]}``.
 
     Returns:
@@ -90,21 +33,24 @@ def check_signature(model: str, metadata: Mapping[str, Any]) -> dict[str, tuple[
     Raises:
         SignatureMismatchError: listing every difference.
     """
-    expected = SIGNATURES[model]
+    endpoint = contract.CONTRACT[model]
     problems = []
     declared = {
         kind: {t["name"]: (t["datatype"], [int(d) for d in t["shape"]]) for t in metadata.get(kind, [])}
         for kind in ("inputs", "outputs")
     }
-    for kind, specs in (("inputs", expected.inputs), ("outputs", expected.outputs)):
-        for spec in specs:
-            found = declared[kind].get(spec.name)
+    for kind, tensors in (("inputs", endpoint.inputs), ("outputs", endpoint.outputs)):
+        for tensor in tensors:
+            shape = endpoint.shape(tensor)
+            found = declared[kind].get(tensor.name)
             if found is None:
-                problems.append(f"{kind[:-1]} {spec.describe()} is missing on the server")
-            elif not _matches(spec, *found):
                 problems.append(
-                    f"{kind[:-1]} '{spec.name}' is {found[0]} {found[1]} on the server; "
-                    f"this client expects {spec.datatype} {list(spec.shape)}"
+                    f"{kind[:-1]} '{tensor.name}' {tensor.datatype} {list(shape)} is missing on the server"
+                )
+            elif found[0] != tensor.datatype or not _matches(shape, found[1]):
+                problems.append(
+                    f"{kind[:-1]} '{tensor.name}' is {found[0]} {found[1]} on the server; "
+                    f"this client expects {tensor.datatype} {list(shape)}"
                 )
     if problems:
         raise SignatureMismatchError(

@@ -7,15 +7,12 @@ square canvas of one of a few sizes so that requests of one size batch together.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from genserve.client.contract import MAX_ENCODED_IMAGE_BYTES, MAX_IMAGE_PIXELS
-
-MIN_SIDE = 8
+from genserve.client.contract import STYLE, check_encoded_image, check_image_size
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
@@ -24,13 +21,10 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     Raises:
         ValueError: naming the input if the bytes are too many, the image too large, or not an image.
     """
-    if len(data) > MAX_ENCODED_IMAGE_BYTES:
-        raise ValueError(
-            f"{name}: encoded image has {len(data)} bytes; at most {MAX_ENCODED_IMAGE_BYTES} allowed"
-        )
+    check_encoded_image(len(data), name)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            check_size(image.width, image.height, name)  # from the header, before decoding pixels
+            check_image_size(image.width, image.height, name)  # from the header, before decoding pixels
             return np.asarray(image.convert("RGB"))
     except UnidentifiedImageError:
         raise ValueError(f"{name}: not a decodable image (PNG, JPEG, WebP, BMP, ...)") from None
@@ -38,38 +32,17 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         raise ValueError(f"{name}: corrupt image ({error})") from None
 
 
-def check_pixels(array: np.ndarray, name: str) -> np.ndarray:
-    """Check a uint8 ``[H, W, 3]`` pixel array; return it.
+def choose_size(height: int, width: int, requested: int | None = None) -> int:
+    """The canvas size for an image: the requested one, else the smallest allowed size >= its longer side.
 
     Raises:
-        ValueError: naming the input and what is wrong.
+        ValueError: if ``requested`` is not one of the contract's sizes.
     """
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"{name}: expected uint8 [H, W, 3] pixels; got {array.dtype} {list(array.shape)}")
-    check_size(array.shape[1], array.shape[0], name)
-    return array
-
-
-def check_size(width: int, height: int, name: str) -> None:
-    """Refuse images smaller than 8 pixels a side or larger than the contract's pixel limit."""
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(f"{name}: image is {width}x{height}; at most {MAX_IMAGE_PIXELS} pixels allowed")
-    if min(width, height) < MIN_SIDE:
-        raise ValueError(f"{name}: image is {width}x{height}; each side must be at least {MIN_SIDE} pixels")
-
-
-def choose_size(height: int, width: int, sizes: Sequence[int], requested: int | None = None) -> int:
-    """The canvas size for an image: the requested one, else the smallest size >= its longer side.
-
-    Raises:
-        ValueError: if ``requested`` is not one of ``sizes``.
-    """
+    size = STYLE.input("size")
     if requested is not None:
-        if requested not in sizes:
-            raise ValueError(f"size={requested} is not allowed; allowed sizes {list(sizes)}")
-        return requested
+        return size.check_choice(requested)
     longer = max(height, width)
-    return next((size for size in sorted(sizes) if size >= longer), max(sizes))
+    return next((choice for choice in sorted(size.choices) if choice >= longer), max(size.choices))
 
 
 @dataclass(frozen=True)

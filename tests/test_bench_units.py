@@ -11,22 +11,25 @@ from onnx import TensorProto, helper
 
 from genserve.benchmarks import tritonstats
 from genserve.benchmarks.baselines import NetworkBaseline
+from genserve.benchmarks.batching_knobs import with_delay
 from genserve.benchmarks.calls import Target
 from genserve.benchmarks.diffusion_bench import in_process_rate
 from genserve.benchmarks.flops import count_flops
+from genserve.benchmarks.pbtxt import read_config
 from genserve.benchmarks.report import best_under_bound
-from genserve.benchmarks.repository import build_repository, without_dynamic_batching
+from genserve.benchmarks.repository import build_repository
 from genserve.server.paths import MODEL_REPOSITORY
 
 
-def test_without_dynamic_batching_removes_the_whole_block() -> None:
-    config = (
-        'name: "m"\nmax_batch_size: 8\ndynamic_batching {\n  max_queue_delay_microseconds: 100\n'
-        "  default_queue_policy {\n    max_queue_size: 4\n  }\n}\nparameters [ ]\n"
-    )
-    out = without_dynamic_batching(config)
-    assert "max_queue" not in out and "dynamic_batching {" not in out
-    assert "max_batch_size: 8" in out and "parameters [ ]" in out
+def test_configs_are_edited_as_messages(tmp_path: Path) -> None:
+    repo = with_delay(MODEL_REPOSITORY, tmp_path / "r", "diffusion_unet", 1234)
+    config = read_config(repo / "diffusion_unet" / "config.pbtxt")
+    original = read_config(MODEL_REPOSITORY / "diffusion_unet" / "config.pbtxt")
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1234
+    assert original.dynamic_batching.max_queue_delay_microseconds != 1234
+    assert config.model_warmup == original.model_warmup
+    gan = "gan/config.pbtxt"
+    assert read_config(repo / gan) == read_config(MODEL_REPOSITORY / gan)
 
 
 def test_batching_off_repository_keeps_max_batch_size(tmp_path: Path) -> None:
@@ -35,6 +38,7 @@ def test_batching_off_repository_keeps_max_batch_size(tmp_path: Path) -> None:
         text = (repo / model / "config.pbtxt").read_text()
         assert "dynamic_batching {" not in text
         assert "max_batch_size: 256" in text
+        assert not read_config(repo / model / "config.pbtxt").HasField("dynamic_batching")
     assert not (MODEL_REPOSITORY / "gan" / "config.pbtxt").read_text().count("removed for the batching-off")
 
 

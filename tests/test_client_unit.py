@@ -33,7 +33,7 @@ from genserve.client._requests import (
 from genserve.client._retry import Deadline, RetryPolicy, call_with_retries
 from genserve.client._sse import decode_event, error_from_text, generate_body, parse_data_line, split_url
 from genserve.client.shm import Layout
-from genserve.client.signatures import SIGNATURES, check_signature, model_infos
+from genserve.client.signatures import check_signature, model_infos
 
 RNG = np.random.default_rng(0)
 
@@ -311,7 +311,7 @@ def test_signature_check_names_every_difference():
 
 
 def test_every_endpoint_has_a_signature():
-    assert set(SIGNATURES) == set(contract.ENDPOINTS)
+    assert set(contract.CONTRACT) == set(contract.ENDPOINTS)
 
 
 def test_model_infos_sort_and_report_state():

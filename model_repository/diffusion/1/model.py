@@ -16,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from genserve.client.contract import (
-    DIFFUSION_MAX_IMAGES,
+    DIFFUSION,
     ETA,
     GUIDANCE,
     LABEL,
@@ -36,7 +36,7 @@ from genserve.server.triton_glue import (
 )
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-INPUTS = ("label", "seed", "steps", "guidance", "eta", "preview_every")
+INPUTS = DIFFUSION.input_names
 
 
 class Cancelled(Exception):
@@ -98,8 +98,7 @@ class TritonPythonModel:
         if arrays["label"] is None:
             raise ValueError("input 'label' is missing")
         rows = arrays["label"].size
-        if not 1 <= rows <= DIFFUSION_MAX_IMAGES:
-            raise ValueError(f"label has {rows} values; allowed 1..{DIFFUSION_MAX_IMAGES} images per request")
+        DIFFUSION.check_images(rows)
         labels = scalar_rows(arrays["label"], LABEL, rows).astype(np.int64)
         if arrays["seed"] is None:
             raise ValueError("input 'seed' is missing")

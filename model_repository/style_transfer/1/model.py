@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from genserve.client.contract import ALPHA, STYLE_SIZES, from_uint8, to_uint8
+from genserve.client.contract import ALPHA, STYLE, check_pixels, from_uint8, to_uint8
 from genserve.server.images import (
     Letterbox,
-    check_pixels,
     choose_size,
     decode_image,
     encode_png,
@@ -33,7 +32,7 @@ from genserve.server.triton_glue import (
     scalar_rows,
 )
 
-INPUTS = ("content", "content_pixels", "style", "style_pixels", "alpha", "size")
+INPUTS = STYLE.input_names
 
 
 class TritonPythonModel:
@@ -42,7 +41,6 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        self.sizes = tuple(int(s) for s in params.get("sizes", ",".join(map(str, STYLE_SIZES))).split(","))
         self.network = params.get("network", STYLE_NETWORK)
         self.network_max_batch = int(params.get("network_max_batch", "4"))
 
@@ -97,7 +95,7 @@ class TritonPythonModel:
             requested = int(np.asarray(arrays["size"]).reshape(-1)[0])
         prepared = []
         for content, style, alpha in zip(contents, styles, alphas, strict=True):
-            size = choose_size(*content.shape[:2], self.sizes, requested)
+            size = choose_size(*content.shape[:2], requested)
             canvas, box = letterbox(content, size)
             prepared.append((canvas, resize(style, size, size), float(alpha), box))
         return prepared
