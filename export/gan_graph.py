@@ -194,7 +194,8 @@ def gan_endpoint_model(generator: onnx.ModelProto) -> onnx.ModelProto:
     model.ir_version = generator.ir_version
     for function in inner.functions:
         model.functions.append(function)
-    bounds = {bound.name: [int(bound.low), int(bound.high)] for bound in (contract.SEED, contract.LABEL)}
+    bounded = [t for t in contract.GAN.inputs if t.bound is not None]
+    bounds = {t.name: [int(t.bound.low), int(t.bound.high)] for t in bounded}
     helper.set_model_props(model, {INPUT_BOUNDS_METADATA: json.dumps(bounds), "latent_dim": str(latent_dim)})
     onnx.checker.check_model(model)
     return model
