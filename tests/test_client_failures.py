@@ -165,10 +165,12 @@ def test_a_server_stopped_mid_call_raises_a_typed_error_and_the_client_recovers(
     restarted = threading.Event()
     outcomes: dict[str, object] = {}
     recovered: dict[str, object] = {}
+    warmed = threading.Semaphore(0)  # one release per user once its first call came back
 
     def sync_user(protocol: str) -> None:
         with Client(urls[protocol], protocol=protocol, timeout=10, retries=1) as client:
             client.generate([0], seeds=[0])
+            warmed.release()
             try:
                 outcomes[f"sync-{protocol}"] = client.generate([9], seeds=[1])  # 0.9 s on the server
             except GenserveError as error:
@@ -181,6 +183,7 @@ def test_a_server_stopped_mid_call_raises_a_typed_error_and_the_client_recovers(
         async def main() -> None:
             async with AsyncClient(urls[protocol], protocol=protocol, timeout=10, retries=1) as client:
                 await client.generate([0], seeds=[0])
+                warmed.release()
                 try:
                     outcomes[f"async-{protocol}"] = await client.generate([9], seeds=[1])
                 except GenserveError as error:
@@ -198,7 +201,10 @@ def test_a_server_stopped_mid_call_raises_a_typed_error_and_the_client_recovers(
     ]
     for user in users:
         user.start()
-    time.sleep(0.5)
+    # On a loaded host a fixed sleep can cut the server off before a user's first call: wait for all.
+    for _ in users:
+        assert warmed.acquire(timeout=60), "a user's first call did not come back"
+    time.sleep(0.3)  # the slow calls are now in flight
     server.stop(timeout=0.01)  # SIGTERM, then SIGKILL at once: the calls in flight are cut off
     deadline = time.monotonic() + 30
     while len(outcomes) < len(users) and time.monotonic() < deadline:
