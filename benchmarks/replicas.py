@@ -35,6 +35,10 @@ from genserve.client import Client, GenserveError
 from genserve.client.contract import DIFFUSION_MODEL, GAN_MODEL, NUM_CLASSES
 from genserve.server.replicas import ReplicaSet
 
+REJOIN_CALLS = 12
+"""Calls sent through the balancer after the restart, to see the restarted replica take its share."""
+SECTION_TITLE = "## Replicas behind the balancer"
+
 
 def replica_repository(target: Path, endpoints: tuple[str, ...] = (GAN_MODEL, DIFFUSION_MODEL)) -> Path:
     """A copy of the models ``endpoints`` need (replicas start faster without the others)."""
@@ -230,10 +234,12 @@ def failover_run(
 
 def _rejoined(replicas: ReplicaSet, victim: int) -> int:
     """GAN calls the restarted replica answers out of a round of calls through the balancer."""
+    # Counted as a difference: a server's statistics start with its models' warm-up requests.
+    before = _answered(replicas.servers[victim].http_url, GAN_MODEL)
     with Client(replicas.grpc_url, protocol="grpc", timeout=30.0) as client:
-        for number in range(4 * len(replicas.servers)):
+        for number in range(REJOIN_CALLS):
             client.generate([number % NUM_CLASSES], seeds=[number])
-    return _answered(replicas.servers[victim].http_url, GAN_MODEL)
+    return _answered(replicas.servers[victim].http_url, GAN_MODEL) - before
 
 
 def _answered(http_url: str, model: str) -> int:
@@ -266,34 +272,42 @@ def throughput_point(replicas: ReplicaSet, spec: LoadSpec, prefix: Path) -> dict
 
 def replicas_section(summary: dict[str, Any]) -> str:
     """The report's markdown section for ``replicas.json``."""
-    rows = [
-        f"| {p['replicas']} | {p['calls_per_s']:.0f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} "
-        f"| {p['errors']} |"
-        for p in summary["throughput"]
-        if p.get("p50_ms") is not None
-    ]
+    rows = []
+    for count in sorted({p["replicas"] for p in summary["throughput"]}):
+        runs = [p for p in summary["throughput"] if p["replicas"] == count and p.get("p50_ms") is not None]
+        if not runs:
+            continue
+        rates = ", ".join(f"{p['calls_per_s']:.0f}" for p in runs)
+        loads = ", ".join(f"{p['load']:.1f}" for p in runs)
+        rows.append(
+            f"| {count} | {np.median([p['calls_per_s'] for p in runs]):.0f} | {rates} "
+            f"| {np.median([p['p50_ms'] for p in runs]):.1f} | {np.median([p['p99_ms'] for p in runs]):.1f} "
+            f"| {sum(p['errors'] for p in runs)} | {loads} |"
+        )
     first = summary["throughput"][0]
     f = summary["failover"]
     streams = ", ".join(f"{name}: {outcome}" for name, outcome in f["streams"].items())
     raised = ", ".join(f"{count} {name}" for name, count in sorted(f["raised"].items())) or "none"
     return (
-        "## Replicas behind the balancer\n\n"
+        f"{SECTION_TITLE}\n\n"
         f"`{summary['command']}`: N embedded servers behind nginx (gRPC `grpc_pass`), the seeded GAN "
         f"endpoint, locust distributed ({first['users']} users on {first['workers']} workers and a master), "
         "closed loop. Every replica, nginx and the load generator share the same 2 cores: more replicas add "
         "failover, not throughput, on this host; on a cluster each replica brings its own cores or GPU. "
         f"The host was shared with other work: load average {summary['load_before'][0]:.1f} before, "
         f"{summary['load_after'][0]:.1f} after.\n\n"
-        "| replicas | calls/s | p50 ms | p99 ms | errors |\n| ---: | ---: | ---: | ---: | ---: |\n"
-        + "\n".join(rows)
-        + "\n\n"
+        "Each replica count ran in every round (up, then back down), each run on freshly started replicas; "
+        "calls/s is the median of the runs, every run's figure beside it, with the host's 1-minute load "
+        "average when the run began.\n\n"
+        "| replicas | calls/s (median) | runs, calls/s | p50 ms | p99 ms | errors | load average |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n\n"
         f"**Failover:** 3 replicas, {f['clients']} client threads for {f['duration_s']:g} s (retries on, "
         f"{f['deadline_s']:g} s deadline per call), replica 1 SIGKILLed at {f['killed_at_s']:.1f} s and "
         f"ready again at {f['restarted_at_s'] or 0:.1f} s: {f['sent']} calls sent, {f['answered']} answered, "
         f"{f['errors']} raised ({raised}; {sum(f['untyped'].values())} untyped), "
         f"{100 * f['success_rate']:.2f}% succeeded, slowest call {f['slowest_s']:.2f} s, "
         f"{f['overruns']} past the deadline. Once ready again, the restarted replica answered "
-        f"{f['victim_calls_after_restart']} of 12 calls sent through the balancer. "
+        f"{f['victim_calls_after_restart']} of {REJOIN_CALLS} calls sent through the balancer. "
         f"Diffusion streams in flight at the kill: {streams}.\n"
     )
 
@@ -309,18 +323,28 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, default=20.0, help="seconds per point (default: %(default)s)"
     )
     parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs of every replica count (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()
     work = args.results / "raw" / "replicas"
     repository = replica_repository(work / "repository")
     points = []
-    for count in range(1, args.max_replicas + 1):
+    # Up and back down (1, 2, 3, 3, 2, 1 for two rounds): a drift in the host's other load then
+    # falls on every replica count alike; the report takes each count's median.
+    counts = list(range(1, args.max_replicas + 1))
+    order = [c for r in range(args.rounds) for c in (counts if r % 2 == 0 else counts[::-1])]
+    for run, count in enumerate(order):
         spec = LoadSpec(GAN_MODEL, users=args.users, duration_s=args.duration, warmup_s=args.warmup)
         spec.workers = args.workers
-        with ReplicaSet(repository, count, log_dir=work / f"logs{count}", exit_timeout=10) as replicas:
-            point = throughput_point(replicas, spec, work / f"gan_{count}")
-        points.append({"replicas": count, "users": args.users, "workers": args.workers, **point})
+        load = os.getloadavg()[0]
+        with ReplicaSet(repository, count, log_dir=work / f"logs{run}", exit_timeout=10) as replicas:
+            point = throughput_point(replicas, spec, work / f"gan_{run}_{count}")
+        points.append(
+            {"replicas": count, "users": args.users, "workers": args.workers, "load": load, **point}
+        )
         print(f"{count} replica(s): {point['calls_per_s']:.0f} calls/s, {point['errors']} errors", flush=True)
     with ReplicaSet(repository, 3, log_dir=work / "logs_failover", exit_timeout=10) as replicas:
         failover = failover_run(replicas, clients=args.users, duration_s=args.duration)
@@ -339,10 +363,27 @@ def main(argv: list[str] | None = None) -> int:
         "errors_by_kind": dict(Counter(failover.raised) + Counter(failover.untyped)),
     }
     (args.results / "replicas.json").write_text(json.dumps(summary, indent=2))
-    from genserve.benchmarks.report import write_report
-
-    print(write_report(args.results))
+    report = args.results / "report.md"
+    if report.exists():
+        # Only this section: the rest of the report stays as its own run rendered it
+        # (`genserve bench --report-only` renders everything, this section included).
+        update_section(report, replicas_section(summary))
+        print(report)
     return 0
+
+
+def update_section(report: Path, section: str) -> None:
+    """Replace the replicas section of a rendered report, or insert it before the closing line."""
+    text = report.read_text()
+    if SECTION_TITLE in text:
+        start = text.index(SECTION_TITLE)
+        end = text.find("\n## ", start + 1)
+        end = text.find("\nRaw locust", start) if end < 0 else end
+        text = text[:start] + section + (text[end:] if end >= 0 else "")
+    else:
+        closing = text.rfind("\nRaw locust")
+        text = text[:closing] + "\n" + section + text[closing:] if closing >= 0 else text + "\n" + section
+    report.write_text(text)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 
 from genserve.server.front_proxy import MAX_JSON_BODY, FrontProxy, Upstream
 from genserve.server.launcher import EmbeddedServer, ServerError
+from genserve.server.net import free_ports
 
 
 class ReplicaSet:
@@ -57,20 +58,26 @@ class ReplicaSet:
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, got {replicas}")
         self.log_dir = log_dir
+        # Every port of every replica and of the balancer chosen at once, so that no two coincide.
+        ports = iter(free_ports(3 * replicas + 2))
         self.servers = [
             EmbeddedServer(
                 model_repository,
                 host="127.0.0.1",
+                http_port=next(ports),
+                grpc_port=next(ports),
+                metrics_port=next(ports),
                 log_file=log_dir / f"replica{index}.log" if log_dir is not None else None,
                 **server_options,
             )
             for index in range(replicas)
         ]
+        spare_http, spare_grpc = next(ports), next(ports)
         self.proxy = FrontProxy(
             [Upstream(http_port=server.http_port, grpc_port=server.grpc_port) for server in self.servers],
             host=host,
-            http_port=http_port,
-            grpc_port=grpc_port,
+            http_port=http_port if http_port is not None else spare_http,
+            grpc_port=grpc_port if grpc_port is not None else spare_grpc,
             max_json_body=max_json_body,
         )
         self.on_restart = on_restart

@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from genserve.benchmarks.replicas import failover_run, replica_repository
+from genserve.benchmarks.replicas import SECTION_TITLE, failover_run, replica_repository, update_section
 from genserve.client import errors as client_errors
 from genserve.server.launcher import free_port
 from genserve.server.replicas import ReplicaSet
@@ -112,3 +112,13 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120.
                 pass
             time.sleep(0.2)
     raise AssertionError("genserve serve --replicas 2 not ready")
+
+
+def test_the_replicas_section_is_inserted_once_and_then_replaced(tmp_path: Path) -> None:
+    report = tmp_path / "report.md"
+    report.write_text("# bench\n\n## Other\n\nfigures\n\nRaw locust CSV/HTML: `raw/` (not committed).\n")
+    update_section(report, f"{SECTION_TITLE}\n\nfirst run\n")
+    first = report.read_text()
+    assert first.index("## Other") < first.index(SECTION_TITLE) < first.index("Raw locust")
+    update_section(report, f"{SECTION_TITLE}\n\nsecond run\n")
+    assert report.read_text() == first.replace("first run", "second run")
