@@ -25,6 +25,8 @@ unset GENSERVE_ADMIN_KEY
 # Model control, repository, shared-memory registration, logging and trace change the server for every
 # caller: only requests carrying the admin-key header reach them. Inference, health, metadata and
 # statistics stay open.
+# Triton takes the key only as a flag, so it is visible in this container's process list (not to
+# other pods, nor to other containers unless the pod shares its process namespace).
 restricted="model-repository,shared-memory,logging,trace"
 exec tritonserver "$@" \
     "--http-restricted-api=${restricted}:admin-key=${key}" \
