@@ -135,7 +135,7 @@ def measure(
     *,
     protocol: str = "grpc",
     window_ms: int = 2000,
-    stability_percent: int = 100,
+    stability_percent: int = 1000,
     request_count: int | None = None,
     server_cpu=None,  # noqa: ANN001 - () -> CPU seconds of the server, read before and after
     binary: Path | None = None,
@@ -143,7 +143,7 @@ def measure(
     """Run perf_analyzer at one concurrency (closed loop, batch 1 per request) and read its CSV.
 
     perf_analyzer repeats windows until three in a row agree within ``stability_percent`` of their
-    mean; on a shared host the default, 100%, accepts the first three (the report quotes medians
+    mean; on a shared host the default, 1000%, accepts the first three (the report quotes medians
     over repeats instead). ``request_count`` switches from time windows to windows of that many
     requests (smoke runs: a window then never holds too few requests to measure).
 

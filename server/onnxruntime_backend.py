@@ -98,7 +98,10 @@ class TritonPythonModel:
         )
         self._check_signature()
         self.bounds = input_bounds(self.session)
+        self.input_names = [tensor.name for tensor in self.spec.inputs]
         self.output_names = [tensor.name for tensor in self.spec.outputs]
+        # No dim of -1 past the batch axis: every valid request of an execution joins one batch.
+        self.fixed_shapes = all(d >= 0 for tensor in self.spec.inputs for d in tensor.model_dims)
 
     def _check_signature(self) -> None:
         model_inputs = {node.name for node in self.session.get_inputs()}
@@ -119,27 +122,35 @@ class TritonPythonModel:
         responses: list[Any] = [None] * len(requests)
         valid: list[int] = []
         arrays: list[dict[str, np.ndarray]] = []
+        names = self.input_names
         for index, request in enumerate(requests):
-            inputs = read_inputs(request, (tensor.name for tensor in self.spec.inputs))
+            inputs = read_inputs(request, names)
             try:
                 check_inputs(self.spec, inputs)
-                for name, bound in self.bounds.items():
-                    if inputs.get(name) is not None:
-                        bound.check(inputs[name])
-            except ValueError as error:  # RequestError or a bound
+            except ValueError as error:
                 responses[index] = error_response(str(error))
                 continue
             valid.append(index)
             arrays.append({name: array for name, array in inputs.items() if array is not None})
+        if self.bounds:
+            valid, arrays = self._check_bounds(valid, arrays, responses)
 
-        groups = group_by_shape(arrays) if self.spec.batched else [[i] for i in range(len(arrays))]
+        if not self.spec.batched:
+            groups = [[i] for i in range(len(arrays))]
+        elif self.fixed_shapes and all(a.keys() == arrays[0].keys() for a in arrays):
+            groups = [list(range(len(arrays)))] if arrays else []  # every request fits one batch
+        else:
+            groups = group_by_shape(arrays)
         for group in groups:
             members = [valid[i] for i in group]
             try:
-                if self.spec.batched:
-                    batch, rows = concatenate([arrays[i] for i in group])
-                else:
+                if not self.spec.batched:
                     batch, rows = arrays[group[0]], [1]
+                elif len(group) == 1:  # nothing to join: the request's own arrays, no copy
+                    batch = arrays[group[0]]
+                    rows = [len(next(iter(batch.values())))]
+                else:
+                    batch, rows = concatenate([arrays[i] for i in group])
                 results = self.session.run(self.output_names, batch)
                 outputs = dict(zip(self.output_names, results, strict=True))
                 parts = split_rows(outputs, rows) if self.spec.batched else [outputs]
@@ -151,6 +162,31 @@ class TritonPythonModel:
                         f"{self.spec.name}: {error}", pb_utils.TritonError.INTERNAL
                     )
         return responses
+
+    def _check_bounds(
+        self, valid: list[int], arrays: list[dict[str, np.ndarray]], responses: list[Any]
+    ) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+        """Check the value bounds once over all requests; only if that fails, find the bad ones."""
+        try:
+            for name, bound in self.bounds.items():
+                present = [a[name] for a in arrays if name in a]
+                if present:
+                    bound.check(np.concatenate(present) if len(present) > 1 else present[0])
+            return valid, arrays
+        except ValueError:
+            pass
+        kept: tuple[list[int], list[dict[str, np.ndarray]]] = ([], [])
+        for index, request_arrays in zip(valid, arrays, strict=True):
+            try:
+                for name, bound in self.bounds.items():
+                    if name in request_arrays:
+                        bound.check(request_arrays[name])
+            except ValueError as error:
+                responses[index] = error_response(str(error))
+                continue
+            kept[0].append(index)
+            kept[1].append(request_arrays)
+        return kept
 
     def _response(self, outputs: dict[str, np.ndarray]) -> Any:
         tensors = []
