@@ -1,9 +1,15 @@
-"""Arbitrary style transfer in the AdaIN manner (Huang & Belongie, 2017).
+"""Arbitrary style transfer that keeps the content: AdaIN at four depths and a skip decoder.
 
 A VGG19 encoder up to ``relu4_1`` (torchvision's ``features`` layout, so torchvision VGG19 weights
-load into it), adaptive instance normalization of the content features to the style features'
-channel means and standard deviations, blended with the content features by ``alpha``, and a
-decoder that mirrors the encoder (nearest-neighbour upsampling, reflection padding).
+load into it); adaptive instance normalization (Huang & Belongie, 2017) of the content features to
+the style features' channel means and standard deviations at ``relu1_1``, ``relu2_1``, ``relu3_1``
+and ``relu4_1``, each blended with the content features by ``alpha``; and a decoder that upsamples
+from ``relu4_1`` and takes the transformed features of every shallower depth through skip
+connections (as U-Net and WCT2 do), so the image's edges reach the output from ``relu1_1`` instead
+of being rebuilt from a 1/8-resolution code. With the seeded encoder, whose deep features carry
+little that a decoder can invert, this is what keeps the temple, the trees and the lake in the
+demo photo. (The colour histograms are matched afterwards, in the serving pipeline:
+``genserve.server.colour``.)
 
 Images are FP32 ``[B, 3, H, W]`` in ``[-1, 1]`` (see ``genserve.client.contract.from_uint8``);
 ``H`` and ``W`` must be multiples of 8 so that the three poolings and three upsamplings give back
@@ -70,6 +76,13 @@ class StyleConfig:
     def from_json(cls, text: str) -> StyleConfig:
         """Rebuild a config from ``to_json`` output."""
         return cls(**json.loads(text))
+
+
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """Images in ``[-1, 1]`` -> VGG's ImageNet normalization ``((x + 1) / 2 - mean) / std``."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype).reshape(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=images.dtype).reshape(1, 3, 1, 1)
+    return ((images + 1.0) * 0.5 - mean) / std
 
 
 def check_image_size(height: int, width: int, name: str = "image") -> None:
@@ -236,50 +249,56 @@ def adain(content: torch.Tensor, style: torch.Tensor, alpha: torch.Tensor, eps: 
 
 
 def _conv(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, kernel_size=3)]
+    return [nn.ReflectionPad2d(1), nn.Conv2d(in_channels, out_channels, kernel_size=3), nn.ReLU()]
 
 
-class Decoder(nn.Module):
-    """Mirror of the encoder: relu4_1 features ``[B, 512, H/8, W/8]`` -> image ``[B, 3, H, W]``.
+class SkipDecoder(nn.Module):
+    """AdaIN features at four depths -> image: upsample from relu4_1, join each shallower depth.
 
     Reflection-padded 3x3 convolutions and nearest-neighbour 2x upsampling, as in the AdaIN paper;
-    the last convolution has no activation and its output is in the ``[-1, 1]`` image range.
+    at each resolution the upsampled code is concatenated with that depth's transformed features.
+    The last convolution has no activation; its output is in the ``[-1, 1]`` image range.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.layers = nn.Sequential(
-            *_conv(512, 256), nn.ReLU(), up,  # (B, 256, H/4, W/4)
-            *_conv(256, 256), nn.ReLU(),
-            *_conv(256, 256), nn.ReLU(),
-            *_conv(256, 256), nn.ReLU(),
-            *_conv(256, 128), nn.ReLU(), up,  # (B, 128, H/2, W/2)
-            *_conv(128, 128), nn.ReLU(),
-            *_conv(128, 64), nn.ReLU(), up,  # (B, 64, H, W)
-            *_conv(64, 64), nn.ReLU(),
-            *_conv(64, 3),  # (B, 3, H, W)
-        )  # fmt: skip
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.block4 = nn.Sequential(*_conv(512, 128))  # relu4_1 -> (B, 128, H/8, W/8)
+        self.block3 = nn.Sequential(*_conv(128 + 256, 128))  # + relu3_1 -> (B, 128, H/4, W/4)
+        self.block2 = nn.Sequential(*_conv(128 + 128, 64))  # + relu2_1 -> (B, 64, H/2, W/2)
+        self.block1 = nn.Sequential(*_conv(64 + 64, 32), nn.ReflectionPad2d(1), nn.Conv2d(32, 3, 3))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, 512, h, w]`` -> ``[B, 3, 8h, 8w]``."""
-        return self.layers(features)
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """``[relu1_1, relu2_1, relu3_1, relu4_1]``-shaped features -> ``[B, 3, H, W]``."""
+        f1, f2, f3, f4 = features  # (B, 64, H, W), (B, 128, H/2, W/2), (B, 256, H/4, W/4), (B, 512, H/8, W/8)
+        x = self.block4(f4)  # (B, 128, H/8, W/8)
+        x = self.block3(torch.cat([self.up(x), f3], dim=1))  # (B, 128, H/4, W/4)
+        x = self.block2(torch.cat([self.up(x), f2], dim=1))  # (B, 64, H/2, W/2)
+        return self.block1(torch.cat([self.up(x), f1], dim=1))  # (B, 3, H, W)
 
 
 class StyleNetwork(nn.Module):
-    """Encoder, AdaIN and decoder: ``(content, style, alpha) -> stylized image``."""
+    """Encoder, AdaIN at four depths and the skip decoder: ``(content, style, alpha) -> image``."""
 
     def __init__(self, config: StyleConfig | None = None):
         super().__init__()
         self.config = config or StyleConfig()
         self.encoder = VGGEncoder(self.config.encoder_seed)
-        self.decoder = Decoder()
+        self.decoder = SkipDecoder()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1), persistent=False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Images in ``[-1, 1]`` -> VGG's ImageNet normalization ``((x + 1) / 2 - mean) / std``."""
         return ((images + 1.0) * 0.5 - self.mean) / self.std
+
+    def targets(self, content: torch.Tensor, style: torch.Tensor, alpha: torch.Tensor) -> list[torch.Tensor]:
+        """The AdaIN-transformed content features at relu1_1 .. relu4_1 (what the decoder inverts)."""
+        content_features = self.encoder.features_at(self.normalize(content), STYLE_LAYERS)
+        style_features = self.encoder.features_at(self.normalize(style), STYLE_LAYERS)
+        return [
+            adain(c, s, alpha, self.config.eps) for c, s in zip(content_features, style_features, strict=True)
+        ]
 
     def forward(self, content: torch.Tensor, style: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Stylize ``content`` with ``style``.
@@ -292,10 +311,7 @@ class StyleNetwork(nn.Module):
         Returns:
             ``[B, 3, H, W]``, about ``[-1, 1]``.
         """
-        content_features = self.encoder(self.normalize(content))  # (B, 512, H/8, W/8)
-        style_features = self.encoder(self.normalize(style))  # (B, 512, Hs/8, Ws/8)
-        target = adain(content_features, style_features, alpha, self.config.eps)  # (B, 512, H/8, W/8)
-        return self.decoder(target)  # (B, 3, H, W)
+        return self.decoder(self.targets(content, style, alpha))  # (B, 3, H, W)
 
 
 def save_style_network(network: StyleNetwork, path: Path, metadata: Mapping[str, str] | None = None) -> None:
@@ -311,6 +327,21 @@ def save_style_network(network: StyleNetwork, path: Path, metadata: Mapping[str,
     save_file(tensors, str(path), metadata=header)
 
 
+def checkpoint_config(path: Path) -> StyleConfig:
+    """The ``StyleConfig`` stored in a checkpoint written by ``save_style_network``.
+
+    Raises:
+        ValueError: The file is not a style checkpoint.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    if "config" not in header:
+        raise ValueError(f"{path} is not a style-network checkpoint (no 'config' in its metadata)")
+    return StyleConfig.from_json(header["config"])
+
+
 def load_style_network(path: Path, vgg_weights: Path | None = None) -> StyleNetwork:
     """Rebuild a ``StyleNetwork`` from a checkpoint written by ``save_style_network``.
 
@@ -322,14 +353,9 @@ def load_style_network(path: Path, vgg_weights: Path | None = None) -> StyleNetw
     Raises:
         ValueError: The file is not a style checkpoint, or the VGG19 weights are missing or differ.
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    if "config" not in header:
-        raise ValueError(f"{path} is not a style-network checkpoint (no 'config' in its metadata)")
-    config = StyleConfig.from_json(header["config"])
+    config = checkpoint_config(path)
     network = StyleNetwork(config)
     if config.encoder == "torchvision":
         if vgg_weights is None:

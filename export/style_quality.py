@@ -1,20 +1,21 @@
-"""Quality of the style-transfer network on held-out content/style pairs, and its contact sheet.
+"""Held-out quality of style transfer: does the output keep the content and take the style?
 
 The images ship inside scikit-learn and scikit-image; this module names them, holds some out of
-training and measures, on pairs of those held-out images at 256x256:
+training and measures, on six held-out content/style pairs (the demo pair among them) at 256x256,
+what the served image is (the network's output, clipped to uint8 and colour-matched by
+``genserve.server.colour`` exactly as the serving pipeline does):
 
-- the Gram-matrix distance to the style image, on encoder features relu1_1 .. relu4_1, of the
-  output against that of the content image (the output must be at least 30% closer);
-- the distance of the output's relu4_1 features to the content image's and to the style image's,
-  each channel normalized over space first (the output must stay closer to the content). The
-  normalization removes the channel means and deviations that AdaIN deliberately takes from the
-  style: without it a low-contrast style (the brick wall) is "closer" even to the ideal AdaIN target
-  than the content is, so the raw distances are reported but not used as the criterion;
-- the AdaIN style loss (channel mean/std distances), used to compare variants;
-- the same Gram reduction for two baselines, a flat grey image and plain colour transfer.
+- **structure**: the Pearson correlation of Sobel edge magnitudes (grayscale) of the output and of
+  the content image; bars: mean >= 0.5, every pair >= 0.35. For scale: content vs its unrelated
+  style image;
+- **texture**: the relative Gram-matrix distance to the style image on the seeded encoder's relu1_1
+  .. relu4_1 features; bar: at least 50% smaller than the content image's;
+- **colour**: the total-variation distance between joint RGB histograms (8 levels a channel, 512
+  bins) of the output and of the style image; bar: at least 50% smaller than the content image's.
 
-``python -m genserve.export.style_quality`` prints the figures for the committed weights and
-writes ``export/reports/style_samples.png`` (content | style | output at alpha 1 | alpha 0.5).
+Baselines under the same measures: the content image with only its colour histograms matched
+(no network), and the content itself. ``python -m genserve.export.style_quality`` prints the
+figures for the committed weights and writes the contact sheet.
 """
 
 from __future__ import annotations
@@ -29,22 +30,32 @@ import torch
 
 from genserve.client.contract import from_uint8, to_uint8
 from genserve.export.style import (
-    CONTENT_LAYER,
     STYLE_LAYERS,
     StyleNetwork,
     VGGEncoder,
+    imagenet_normalize,
     load_style_network,
     mean_std,
 )
+from genserve.server.colour import match_histograms
 
 EXPORT_DIR = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = EXPORT_DIR / "weights" / "style.safetensors"
 DEFAULT_SHEET = EXPORT_DIR / "reports" / "style_samples.png"
 
+HELD_OUT_PAIRS = (
+    ("sklearn:china.jpg", "sklearn:flower.jpg"),  # the demo pair
+    ("sklearn:china.jpg", "skimage:brick"),
+    ("skimage:coffee", "skimage:immunohistochemistry"),
+    ("skimage:coffee", "sklearn:flower.jpg"),
+    ("skimage:chelsea", "skimage:immunohistochemistry"),
+    ("skimage:chelsea", "skimage:brick"),
+)
+"""(content, style) pairs of images never seen in training; the first is ``make demo``'s."""
+HELD_OUT_CONTENT = tuple(dict.fromkeys(c for c, _ in HELD_OUT_PAIRS))
+HELD_OUT_STYLE = tuple(dict.fromkeys(s for _, s in HELD_OUT_PAIRS))
 TRAIN_IMAGES = (
-    "sklearn:china.jpg",
     "skimage:astronaut",
-    "skimage:chelsea",
     "skimage:rocket",
     "skimage:stereo_motorcycle",
     "skimage:hubble_deep_field",
@@ -62,13 +73,14 @@ TRAIN_IMAGES = (
     "skimage:gravel",
 )
 """Images the decoder trains on (random crops; each serves as content and as style)."""
-HELD_OUT_CONTENT = ("sklearn:flower.jpg", "skimage:coffee")
-"""Photos never seen in training, used as content in the quality check."""
-HELD_OUT_STYLE = ("skimage:immunohistochemistry", "skimage:brick")
-"""Textures never seen in training, used as style in the quality check."""
 
-GRAM_REDUCTION_MIN = 0.30
+EDGE_CORRELATION_MEAN_MIN = 0.5
+EDGE_CORRELATION_PAIR_MIN = 0.35
+GRAM_REDUCTION_MIN = 0.5
 """Required relative reduction of the Gram distance to the style (output vs content image)."""
+HISTOGRAM_REDUCTION_MIN = 0.5
+"""Required relative reduction of the colour-histogram distance to the style (output vs content)."""
+HISTOGRAM_LEVELS = 8
 EVAL_SIZE = 256
 
 
@@ -110,22 +122,63 @@ def square_image(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
 
 
-def held_out_pairs(size: int = EVAL_SIZE) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Every held-out (content, style) pair as model inputs.
-
-    Returns:
-        ``(content, style, labels)``: two float32 ``[P, 3, size, size]`` arrays in ``[-1, 1]`` and a
-        ``"content + style"`` label per pair.
-    """
-    contents = {name: square_image(load_image(name), size) for name in HELD_OUT_CONTENT}
-    styles = {name: square_image(load_image(name), size) for name in HELD_OUT_STYLE}
-    pairs = [(c, s) for c in HELD_OUT_CONTENT for s in HELD_OUT_STYLE]
-    content = from_uint8(np.stack([contents[c] for c, _ in pairs]))
-    style = from_uint8(np.stack([styles[s] for _, s in pairs]))
-    labels = [f"{c.split(':')[1]} + {s.split(':')[1]}" for c, s in pairs]
+def held_out_images(size: int = EVAL_SIZE) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every held-out pair as uint8 ``[P, size, size, 3]`` content and style, and a label per pair."""
+    names = set(HELD_OUT_CONTENT) | set(HELD_OUT_STYLE)
+    images = {name: square_image(load_image(name), size) for name in names}
+    content = np.stack([images[c] for c, _ in HELD_OUT_PAIRS])
+    style = np.stack([images[s] for _, s in HELD_OUT_PAIRS])
+    labels = [f"{c.split(':')[1]} + {s.split(':')[1]}" for c, s in HELD_OUT_PAIRS]
     return content, style, labels
 
 
+def held_out_pairs(size: int = EVAL_SIZE) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every held-out pair as model inputs: float32 ``[P, 3, size, size]`` in ``[-1, 1]`` (and labels)."""
+    content, style, labels = held_out_images(size)
+    return from_uint8(content), from_uint8(style), labels
+
+
+# -- structure ------------------------------------------------------------------------------------
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """uint8 ``[..., H, W, 3]`` -> float64 luma ``[..., H, W]`` in ``[0, 1]`` (ITU-R 601 weights)."""
+    return images.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+
+
+def sobel_magnitude(gray: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude of ``[..., H, W]``, over the interior ``[..., H - 2, W - 2]``."""
+    g = gray
+    gx = (g[..., :-2, 2:] + 2 * g[..., 1:-1, 2:] + g[..., 2:, 2:]) - (
+        g[..., :-2, :-2] + 2 * g[..., 1:-1, :-2] + g[..., 2:, :-2]
+    )
+    gy = (g[..., 2:, :-2] + 2 * g[..., 2:, 1:-1] + g[..., 2:, 2:]) - (
+        g[..., :-2, :-2] + 2 * g[..., :-2, 1:-1] + g[..., :-2, 2:]
+    )
+    return np.hypot(gx, gy)
+
+
+def edge_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the Sobel edge maps of uint8 images ``[P, H, W, 3]``: ``[P]``."""
+    ea = sobel_magnitude(grayscale(a)).reshape(len(a), -1)
+    eb = sobel_magnitude(grayscale(b)).reshape(len(b), -1)
+    ea, eb = ea - ea.mean(axis=1, keepdims=True), eb - eb.mean(axis=1, keepdims=True)
+    return (ea * eb).sum(axis=1) / np.sqrt((ea**2).sum(axis=1) * (eb**2).sum(axis=1) + 1e-12)
+
+
+# -- colour ---------------------------------------------------------------------------------------
+def colour_histogram(images: np.ndarray, levels: int = HISTOGRAM_LEVELS) -> np.ndarray:
+    """Joint RGB histograms of uint8 ``[P, H, W, 3]``: ``[P, levels**3]``, each summing to 1."""
+    q = (images.astype(np.int64) * levels) // 256  # (P, H, W, 3) in 0..levels-1
+    bins = (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]  # (P, H, W)
+    counts = np.stack([np.bincount(b.reshape(-1), minlength=levels**3) for b in bins]).astype(np.float64)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Total-variation distance (0 = same colours, 1 = disjoint) of joint RGB histograms: ``[P]``."""
+    return 0.5 * np.abs(colour_histogram(a) - colour_histogram(b)).sum(axis=1)
+
+
+# -- texture --------------------------------------------------------------------------------------
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Gram matrices normalized by the number of positions: ``[B, C, H, W] -> [B, C, C]``."""
     B, C, H, W = features.shape
@@ -155,73 +208,60 @@ def style_loss(fx: Features, fs: Features) -> torch.Tensor:
     return total
 
 
-def feature_distance(fx: torch.Tensor, fy: torch.Tensor, *, instance_norm: bool = True) -> torch.Tensor:
-    """Root-mean-square distance of two feature maps ``[B, C, H, W]``: ``[B]``.
+@torch.no_grad()
+def _features(encoder: VGGEncoder, images: np.ndarray) -> Features:
+    return encoder.features_at(imagenet_normalize(torch.from_numpy(from_uint8(images))), STYLE_LAYERS)
 
-    With ``instance_norm`` each channel is first normalized to zero mean and unit standard deviation
-    over space, so the distance compares spatial layout (AdaIN's content) and not the channel
-    statistics (AdaIN's style, which the output is meant to take from the style image).
+
+# -- the measures together ------------------------------------------------------------------------
+def finish(raw: np.ndarray, style: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """What the serving pipeline makes of raw outputs: uint8, then colour histograms matched.
+
+    Args:
+        raw: float ``[P, 3, H, W]`` network (or optimization) outputs, about ``[-1, 1]``.
+        style: uint8 ``[P, Hs, Ws, 3]`` style images.
+        alpha: The style weight the outputs were made with.
+
+    Returns:
+        uint8 ``[P, H, W, 3]``.
     """
-    if instance_norm:
-        (mx, sx), (my, sy) = mean_std(fx), mean_std(fy)
-        fx, fy = (fx - mx) / sx, (fy - my) / sy
-    return (fx - fy).pow(2).mean(dim=(1, 2, 3)).sqrt()
+    images = to_uint8(raw)
+    return np.stack([match_histograms(o, s, alpha) for o, s in zip(images, style, strict=True)])
 
 
 @torch.no_grad()
 def measure(
-    network: StyleNetwork,
+    encoder: VGGEncoder,
     content: np.ndarray,
     style: np.ndarray,
     output: np.ndarray,
     *,
     labels: Sequence[str] | None = None,
-    encoder: VGGEncoder | None = None,
 ) -> dict:
-    """Quality figures of given outputs (from PyTorch, ONNX Runtime, ...) for (content, style) pairs.
-
-    Args:
-        network: Supplies the input normalization and, unless ``encoder`` is given, the encoder.
-        content: ``[P, 3, H, W]`` in ``[-1, 1]``.
-        style: ``[P, 3, H, W]`` in ``[-1, 1]``.
-        output: ``[P, 3, H, W]`` stylized at alpha 1.
-        labels: One name per pair, to report per-pair figures.
-        encoder: Measure with this encoder instead (e.g. an independent random one).
+    """Quality figures of finished outputs for (content, style) pairs, all uint8 ``[P, H, W, 3]``.
 
     Returns:
-        Means over pairs (``gram_content_to_style``, ``gram_output_to_style``, ``gram_reduction``,
-        ``style_loss``, ``relu4_1_output_to_content``, ``relu4_1_output_to_style`` and, for scale,
-        ``relu4_1_content_to_style`` on instance-normalized features; ``relu4_1_raw_*`` without the
-        normalization) and ``pairs``, the same per pair.
+        Means over pairs (``edge_correlation``, ``edge_correlation_min``, ``gram_content_to_style``,
+        ``gram_output_to_style``, ``gram_reduction``, ``histogram_content_to_style``,
+        ``histogram_output_to_style``, ``histogram_reduction``, ``style_loss``) and ``pairs``, the
+        per-pair figures.
     """
-    encoder = encoder or network.encoder
-    c, s = network.normalize(torch.from_numpy(content)), network.normalize(torch.from_numpy(style))
-    # The output is clipped to the image range as the serving contract (to_uint8) does.
-    o = network.normalize(torch.from_numpy(np.clip(output, -1.0, 1.0)))
-    fc, fs, fo = (encoder.features_at(images, STYLE_LAYERS) for images in (c, s, o))
-    gram_content = gram_distance(fc, fs)
-    gram_output = gram_distance(fo, fs)
-    index = STYLE_LAYERS.index(CONTENT_LAYER)
-    to_content = feature_distance(fo[index], fc[index])
-    to_style = feature_distance(fo[index], fs[index])
-    content_to_style = feature_distance(fc[index], fs[index])
-    raw_to_content = feature_distance(fo[index], fc[index], instance_norm=False)
-    raw_to_style = feature_distance(fo[index], fs[index], instance_norm=False)
-    losses = style_loss(fo, fs)
+    fc, fs, fo = (_features(encoder, images) for images in (content, style, output))
+    gram_content, gram_output = gram_distance(fc, fs).numpy(), gram_distance(fo, fs).numpy()
+    hist_content, hist_output = histogram_distance(content, style), histogram_distance(output, style)
     figures = {
+        "edge_correlation": edge_correlation(output, content),
         "gram_content_to_style": gram_content,
         "gram_output_to_style": gram_output,
         "gram_reduction": 1.0 - gram_output / gram_content,
-        "style_loss": losses,
-        "relu4_1_output_to_content": to_content,
-        "relu4_1_output_to_style": to_style,
-        "relu4_1_content_to_style": content_to_style,
-        "relu4_1_raw_output_to_content": raw_to_content,
-        "relu4_1_raw_output_to_style": raw_to_style,
+        "histogram_content_to_style": hist_content,
+        "histogram_output_to_style": hist_output,
+        "histogram_reduction": 1.0 - hist_output / hist_content,
+        "style_loss": style_loss(fo, fs).numpy(),
     }
     labels = list(labels) if labels is not None else [str(i) for i in range(len(content))]
-    result: dict = {key: round(float(value.mean()), 5) for key, value in figures.items()}
-    result["gram_reduction_of_means"] = round(1.0 - float(gram_output.mean() / gram_content.mean()), 5)
+    result: dict = {key: round(float(np.mean(value)), 5) for key, value in figures.items()}
+    result["edge_correlation_min"] = round(float(np.min(figures["edge_correlation"])), 5)
     result["pairs"] = {
         label: {key: round(float(value[i]), 5) for key, value in figures.items()}
         for i, label in enumerate(labels)
@@ -230,12 +270,20 @@ def measure(
 
 
 def passes(figures: dict) -> dict[str, bool]:
-    """The two acceptance criteria, for every pair: Gram reduction >= 30%, output closer to content."""
+    """The acceptance bars: edges kept, Gram and histogram distances halved (means and every pair)."""
     pairs = figures["pairs"].values()
     return {
-        "gram_reduction_at_least_30pct": all(p["gram_reduction"] >= GRAM_REDUCTION_MIN for p in pairs),
-        "closer_to_content_than_style": all(
-            p["relu4_1_output_to_content"] < p["relu4_1_output_to_style"] for p in pairs
+        "edge_correlation_mean_at_least_0.5": figures["edge_correlation"] >= EDGE_CORRELATION_MEAN_MIN,
+        "edge_correlation_every_pair_at_least_0.35": all(
+            p["edge_correlation"] >= EDGE_CORRELATION_PAIR_MIN for p in pairs
+        ),
+        "gram_reduction_mean_at_least_50pct": figures["gram_reduction"] >= GRAM_REDUCTION_MIN,
+        "gram_reduction_every_pair_at_least_50pct": all(
+            p["gram_reduction"] >= GRAM_REDUCTION_MIN for p in pairs
+        ),
+        "histogram_reduction_mean_at_least_50pct": figures["histogram_reduction"] >= HISTOGRAM_REDUCTION_MIN,
+        "histogram_reduction_every_pair_at_least_50pct": all(
+            p["histogram_reduction"] >= HISTOGRAM_REDUCTION_MIN for p in pairs
         ),
     }
 
@@ -255,54 +303,61 @@ def torch_runner(network: StyleNetwork) -> Runner:
     return run
 
 
-def evaluate(network: StyleNetwork, run: Runner | None = None, size: int = EVAL_SIZE) -> dict:
-    """Quality figures on every held-out pair at ``size``, outputs from ``run`` (default: ``network``).
+def stylize_pairs(run: Runner, content: np.ndarray, style: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Finished outputs (uint8 ``[P, H, W, 3]``) of ``run`` for uint8 pairs, one pair at a time."""
+    weight = np.full(1, alpha, dtype=np.float32)
+    raw = np.concatenate(
+        [
+            run(from_uint8(content[i : i + 1]), from_uint8(style[i : i + 1]), weight)
+            for i in range(len(content))
+        ]
+    )
+    return finish(raw, style, alpha)
 
-    Runs one pair at a time to bound memory. Adds ``gram_reduction_independent_encoder``: the Gram
-    reduction measured with a second, independently seeded encoder the decoder never saw.
-    """
-    run = run or torch_runner(network)
-    content, style, labels = held_out_pairs(size)
-    ones = np.ones(1, dtype=np.float32)
-    output = np.concatenate([run(content[i : i + 1], style[i : i + 1], ones) for i in range(len(content))])
-    figures = measure(network, content, style, output, labels=labels)
-    independent = VGGEncoder(seed=network.config.encoder_seed + 1)
-    cross = measure(network, content, style, output, labels=labels, encoder=independent)
-    figures["gram_reduction_independent_encoder"] = cross["gram_reduction"]
-    # Baselines under the same measure: a flat grey image, and the content with the style's
-    # per-channel pixel mean and standard deviation (plain colour transfer, no network).
-    grey = measure(network, content, style, np.zeros_like(content))
-    figures["baseline_gram_reduction_grey"] = grey["gram_reduction"]
-    figures["baseline_gram_reduction_colour_transfer"] = measure(
-        network, content, style, colour_transfer(content, style)
-    )["gram_reduction"]
+
+def evaluate_outputs(encoder: VGGEncoder, content: np.ndarray, style: np.ndarray, output: np.ndarray) -> dict:
+    """``measure`` on the held-out pairs plus the baselines and the bars (``passes``)."""
+    _, _, labels = held_out_images(content.shape[1])
+    figures = measure(encoder, content, style, output, labels=labels)
     figures["passes"] = passes(figures)
+    matched = np.stack([match_histograms(c, s) for c, s in zip(content, style, strict=True)])
+    colour_only = measure(encoder, content, style, matched)
+    figures["baseline_colour_matching_only"] = {
+        key: colour_only[key]
+        for key in ("edge_correlation", "edge_correlation_min", "gram_reduction", "histogram_reduction")
+    }
+    figures["baseline_edge_correlation_content_to_style"] = round(
+        float(edge_correlation(style, content).mean()), 5
+    )
     return figures
 
 
-def colour_transfer(content: np.ndarray, style: np.ndarray) -> np.ndarray:
-    """Give each content image its style image's per-channel pixel mean and standard deviation."""
-    c_mean, c_std = content.mean(axis=(2, 3), keepdims=True), content.std(axis=(2, 3), keepdims=True)
-    s_mean, s_std = style.mean(axis=(2, 3), keepdims=True), style.std(axis=(2, 3), keepdims=True)
-    return ((content - c_mean) / (c_std + 1e-6) * s_std + s_mean).astype(np.float32)
+def evaluate(network: StyleNetwork, run: Runner | None = None, size: int = EVAL_SIZE) -> dict:
+    """Quality figures of the feed-forward network on every held-out pair at ``size``.
+
+    Outputs come from ``run`` (default: ``network`` in PyTorch) and are finished as served.
+    """
+    content, style, _ = held_out_images(size)
+    output = stylize_pairs(run or torch_runner(network), content, style)
+    return evaluate_outputs(network.encoder, content, style, output)
 
 
-def contact_sheet(network: StyleNetwork, path: Path, size: int = EVAL_SIZE) -> Path:
-    """Write a PNG: one row per held-out pair, content | style | output at alpha 1 | alpha 0.5."""
+def contact_sheet(columns: Sequence[np.ndarray], path: Path) -> Path:
+    """Write a PNG with one row per pair; ``columns`` are uint8 ``[P, H, W, 3]`` arrays side by side."""
     from PIL import Image
 
-    content, style, _ = held_out_pairs(size)
-    run = torch_runner(network)
-    rows = []
-    for i in range(len(content)):
-        c, s = content[i : i + 1], style[i : i + 1]
-        full = run(c, s, np.ones(1, dtype=np.float32))
-        half = run(c, s, np.full(1, 0.5, dtype=np.float32))
-        tiles = to_uint8(np.concatenate([c, s, full, half]))  # (4, size, size, 3)
-        rows.append(np.concatenate(list(tiles), axis=1))  # (size, 4 * size, 3)
+    rows = [np.concatenate([column[i] for column in columns], axis=1) for i in range(len(columns[0]))]
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return path
+
+
+def network_sheet(network: StyleNetwork, path: Path, size: int = EVAL_SIZE) -> Path:
+    """Contact sheet of the feed-forward network: content | style | alpha 1 | alpha 0.5 per pair."""
+    content, style, _ = held_out_images(size)
+    run = torch_runner(network)
+    full, half = (stylize_pairs(run, content, style, alpha) for alpha in (1.0, 0.5))
+    return contact_sheet([content, style, full, half], path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,11 +367,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vgg-weights", type=Path, default=None)
     parser.add_argument("--sheet", type=Path, default=DEFAULT_SHEET)
     parser.add_argument("--size", type=int, default=EVAL_SIZE)
+    parser.add_argument(
+        "--update-card", action="store_true", help="write the figures into the card beside the weights"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     network = load_style_network(args.weights, args.vgg_weights)
-    print(json.dumps(evaluate(network, size=args.size), indent=2))
-    print(f"wrote {contact_sheet(network, args.sheet, args.size)}")
+    figures = evaluate(network, size=args.size)
+    print(json.dumps(figures, indent=2))
+    if args.update_card:
+        card_path = args.weights.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        card["quality"] = {"size": args.size, **figures}
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"wrote {card_path}")
+    print(f"wrote {network_sheet(network, args.sheet, args.size)}")
     return 0
 
 

@@ -26,12 +26,11 @@ import torch
 
 from genserve.export import style_quality
 from genserve.export.style import (
-    CONTENT_LAYER,
     STYLE_LAYERS,
     StyleConfig,
     StyleNetwork,
-    adain,
     file_sha256,
+    load_style_network,
     mean_std,
     save_style_network,
 )
@@ -68,30 +67,37 @@ def random_crops(images: list[torch.Tensor], count: int, size: int, rng: np.rand
     return torch.stack(crops)
 
 
-def adain_losses(
-    network: StyleNetwork, content: torch.Tensor, style: torch.Tensor
+def training_alphas(count: int, rng: np.random.Generator) -> torch.Tensor:
+    """Per-row style weights: 1 for about a third of the rows, uniform in [0, 1) for the rest.
+
+    Rows below 1 teach the decoder the whole ``alpha`` range the endpoint serves (0 = the content).
+    """
+    return torch.from_numpy(np.minimum(rng.uniform(0.0, 1.5, count), 1.0).astype(np.float32))
+
+
+def style_losses(
+    network: StyleNetwork, content: torch.Tensor, style: torch.Tensor, alpha: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One AdaIN training forward pass at alpha 1.
+    """One training forward pass.
 
     Returns:
-        ``(content_loss, style_loss, output)``: the MSE between the output's relu4_1 features and the
-        AdaIN target, the summed MSEs of channel means and standard deviations at relu1_1 .. relu4_1,
-        and the decoded images ``[B, 3, H, W]``.
+        ``(content_loss, style_loss, output)``: the MSE between the output's features and the
+        AdaIN targets at every depth, each divided by its target's mean square so the depths weigh
+        alike; the summed MSEs of channel means and standard deviations against the targets'
+        (at ``alpha`` 1, the style's); and the decoded images ``[B, 3, H, W]``.
     """
-    encoder = network.encoder
     with torch.no_grad():
-        (content_features,) = encoder.features_at(network.normalize(content), (CONTENT_LAYER,))
-        style_features = encoder.features_at(network.normalize(style), STYLE_LAYERS)
-        alpha = torch.ones(content.shape[0])
-        target = adain(content_features, style_features[-1], alpha, network.config.eps)  # (B, 512, h, w)
-    output = network.decoder(target)  # (B, 3, H, W)
-    output_features = encoder.features_at(network.normalize(output), STYLE_LAYERS)
-    content_loss = (output_features[-1] - target).pow(2).mean()
+        targets = network.targets(content, style, alpha)  # relu1_1 .. relu4_1, AdaIN-transformed
+    output = network.decoder(targets)  # (B, 3, H, W)
+    produced = network.encoder.features_at(network.normalize(output), STYLE_LAYERS)
+    content_loss = output.new_zeros(())
     style_loss = output.new_zeros(())
-    for produced, wanted in zip(output_features, style_features, strict=True):
-        (produced_mean, produced_std), (wanted_mean, wanted_std) = mean_std(produced), mean_std(wanted)
-        style_loss = style_loss + (produced_mean - wanted_mean).pow(2).mean()
-        style_loss = style_loss + (produced_std - wanted_std).pow(2).mean()
+    for got, wanted in zip(produced, targets, strict=True):
+        content_loss = content_loss + (got - wanted).pow(2).mean() / wanted.pow(2).mean()
+        (got_mean, got_std), (wanted_mean, wanted_std) = mean_std(got), mean_std(wanted)
+        style_loss = (
+            style_loss + (got_mean - wanted_mean).pow(2).mean() + (got_std - wanted_std).pow(2).mean()
+        )
     return content_loss, style_loss, output
 
 
@@ -99,9 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options of ``genserve train style``."""
     parser = argparse.ArgumentParser(prog="genserve train style", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop early after this wall time (the card says so)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of data order and decoder init")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights file; the card goes beside it")
     parser.add_argument("--vgg-weights", type=Path, default=None, help="torchvision VGG19 state dict")
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from this checkpoint's decoder (continue a run)"
+    )
     parser.add_argument("--encoder-seed", type=int, default=0, help="seed of the random encoder")
     parser.add_argument("--batch", type=int, default=4, help="crops per batch (default 4)")
     parser.add_argument("--crop", type=int, default=96, help="crop size, a multiple of 8 (default 96)")
@@ -136,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = StyleConfig(encoder="seeded", encoder_seed=args.encoder_seed)
         network = StyleNetwork(config)
+    if args.init is not None:
+        start = load_style_network(args.init, args.vgg_weights)
+        if start.config != config:
+            raise SystemExit(f"--init={args.init} was trained with another encoder ({start.config})")
+        network.decoder.load_state_dict(start.decoder.state_dict())
     images = load_training_images()
     optimizer = torch.optim.Adam(network.decoder.parameters(), lr=args.lr)
     # Linear decay to a tenth of the rate over the run.
@@ -146,10 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     network.decoder.train()
     progress = tqdm(range(1, args.steps + 1), desc="style", unit="step")
+    steps_done = 0
     for step in progress:
+        if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
+            progress.write(f"stopping at step {step - 1}: --max-minutes={args.max_minutes} reached")
+            break
+        steps_done = step
         content = random_crops(images, args.batch, args.crop, rng)  # (B, 3, crop, crop)
         style = random_crops(images, args.batch, args.crop, rng)
-        content_loss, style_loss, _ = adain_losses(network, content, style)
+        alpha = training_alphas(args.batch, rng)
+        content_loss, style_loss, _ = style_losses(network, content, style, alpha)
         loss = content_loss + args.style_weight * style_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -159,17 +182,26 @@ def main(argv: list[str] | None = None) -> int:
         if step % 10 == 0 or step == args.steps:
             mean_content, mean_style = np.mean(recent, axis=0)
             progress.set_postfix(content=f"{mean_content:.4f}", style=f"{mean_style:.4f}")
-        if step % 50 == 0 or step == args.steps:
+        if step % 50 == 0 or step == args.steps or step == 1:
             mean_content, mean_style = np.mean(recent, axis=0)
             history.append(
                 {"step": step, "content_loss": round(mean_content, 5), "style_loss": round(mean_style, 5)}
             )
     wall = time.perf_counter() - started
+    progress.close()
+    if recent and history[-1]["step"] != steps_done:
+        mean_content, mean_style = np.mean(recent, axis=0)
+        history.append(
+            {"step": steps_done, "content_loss": round(mean_content, 5), "style_loss": round(mean_style, 5)}
+        )
     network.eval()
 
     card: dict = {
         "model": "style_network",
-        "method": "AdaIN (Huang & Belongie 2017): VGG19 encoder to relu4_1, AdaIN, mirrored decoder",
+        "method": (
+            "AdaIN (Huang & Belongie 2017) at relu1_1, relu2_1, relu3_1 and relu4_1 of a VGG19 encoder, "
+            "a decoder with skip connections from every depth, colour histograms matched afterwards"
+        ),
         "encoder": {
             "kind": config.encoder,
             "seed": config.encoder_seed if config.encoder == "seeded" else None,
@@ -178,14 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "data": {
             "train_images": list(style_quality.TRAIN_IMAGES),
-            "held_out_content": list(style_quality.HELD_OUT_CONTENT),
-            "held_out_style": list(style_quality.HELD_OUT_STYLE),
+            "held_out_pairs": [list(pair) for pair in style_quality.HELD_OUT_PAIRS],
             "train_short_side": TRAIN_SHORT_SIDE,
             "crop": args.crop,
             "augmentation": "random crop, horizontal flip",
         },
         "training": {
-            "steps": args.steps,
+            "steps": steps_done,
+            "steps_requested": args.steps,
+            "max_minutes": args.max_minutes,
+            "alpha": "1 for about a third of the rows, else uniform in [0, 1)",
             "batch": args.batch,
             "seed": args.seed,
             "command": "genserve train style " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -198,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "notes": (
             "A seeded random VGG19 encoder (no pretrained weights can be had here) carries colour and "
-            "coarse texture statistics but none of the semantics of ImageNet features, and the decoder "
-            "trains for minutes on a CPU, not for days on a GPU: expect blurry, flattened outputs whose "
-            "colours and tones move toward the style, not painterly stylization. Trained against "
-            "torchvision ImageNet VGG19 weights (--vgg-weights) and for longer, the same code is the AdaIN "
-            "method of the paper. Baselines under the same Gram measure are in quality."
+            "fine texture statistics but none of the semantics of ImageNet features; the skip connections "
+            "carry the content's edges from relu1_1 to the output, so the photo stays recognizable while "
+            "its colours and local textures move toward the style. Expect recoloured photos with some "
+            "texture, not painterly strokes; trained against torchvision ImageNet VGG19 weights "
+            "(--vgg-weights) the same code transfers real style features. Baselines under the same "
+            "measures are in quality."
         )
         if config.encoder == "seeded"
         else "Decoder trained against the torchvision VGG19 weights recorded in encoder.",
@@ -212,16 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         },
         "loss_history": history,
     }
-    if not args.no_eval:
-        card["quality"] = {"size": style_quality.EVAL_SIZE, **style_quality.evaluate(network)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_style_network(network, args.out, metadata={"steps": str(args.steps), "seed": str(args.seed)})
+    save_style_network(network, args.out, metadata={"steps": str(steps_done), "seed": str(args.seed)})
     card_path = args.out.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card_path.write_text(json.dumps(card, indent=2) + "\n")  # written again below, with the figures
     print(f"wrote {args.out} and {card_path} ({wall:.0f} s)")
     if not args.no_eval:
-        print(f"wrote {style_quality.contact_sheet(network, args.sheet)}")
-    if "quality" in card:
+        card["quality"] = {"size": style_quality.EVAL_SIZE, **style_quality.evaluate(network)}
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"wrote {style_quality.network_sheet(network, args.sheet)}")
         print(json.dumps({k: v for k, v in card["quality"].items() if k != "pairs"}, indent=2))
     return 0
 

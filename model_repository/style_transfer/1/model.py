@@ -3,7 +3,9 @@
 Images arrive encoded (``content``/``style``, PNG or JPEG bytes) or as uint8 pixels
 (``content_pixels``/``style_pixels``). Each is checked and decoded before any model runs, resized so
 its longer side is one of a few canvas sizes, and reflect-padded to a square: pairs of one size share
-a batch of the style network. The output is cropped back, as pixels and/or PNG bytes, with the size used.
+a batch of the style network. The output is cropped back, its colour histograms are matched to the
+style image's (``genserve.server.colour``, weighted by the row's ``alpha``), and it is returned as
+pixels and/or PNG bytes, with the size used.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from genserve.client.contract import ALPHA, STYLE, check_pixels, from_uint8, to_uint8
+from genserve.server.colour import match_histograms
 from genserve.server.images import (
     Letterbox,
     choose_size,
@@ -67,7 +70,8 @@ class TritonPythonModel:
                         failed[row[0]] = f"style_transfer: {error}"
                     continue
                 for row, image in zip(chunk, stylized, strict=True):
-                    outputs.setdefault(row[0], []).append((row[4].crop(image), size))
+                    finished = match_histograms(row[4].crop(image), row[2], row[3])
+                    outputs.setdefault(row[0], []).append((finished, size))
         for index, request in enumerate(requests):
             if responses[index] is not None:
                 continue
