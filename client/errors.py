@@ -129,7 +129,8 @@ _INVALID = re.compile(
 # unhealthy stub come back from a pipeline's inner call wrapped in the pipeline's own error.
 _UNAVAILABLE = re.compile(
     r"stream removed|rst_stream|socket closed|connection reset|broken pipe|server not ready"
-    r"|stub process .*is not healthy|stub process .*not ready|failed to connect to all addresses",
+    r"|stub process .*is not healthy|stub process .*not ready|failed to connect to all addresses"
+    r"|server is shutting down",
     re.IGNORECASE,
 )
 # The caller's mistakes that Triton or ONNX Runtime report as internal errors (HTTP 500 or

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from genserve.server.front_proxy import INSTALL_HINT, MAX_JSON_BODY, FrontProxyError, find_nginx
+from genserve.server.front_proxy import INSTALL_HINT, MAX_JSON_BODY, FrontProxyError, TlsFiles, find_nginx
 from genserve.server.launcher import DEFAULT_SHM_BYTE_SIZE, EmbeddedServer, ServerError
 from genserve.server.paths import MODEL_REPOSITORY
 from genserve.server.replicas import ReplicaSet
+
+ADMIN_KEY_ENV = "GENSERVE_ADMIN_KEY"
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,9 +59,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-control-mode",
         choices=("none", "explicit", "poll"),
-        default="none",
-        help="Triton's model control mode (default: %(default)s)",
+        default="explicit",
+        help="Triton's model control mode; explicit loads every model at start, lets the admin "
+        "load and unload, and lets genserve reload a model whose backend stub died (default: %(default)s)",
     )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        help="file holding the admin key; the shared-memory, model-repository, logging and trace "
+        f"APIs then need the header 'admin-key: <key>' (also read from ${ADMIN_KEY_ENV}; without "
+        "either, a random key nobody knows closes them)",
+    )
+    parser.add_argument(
+        "--open-admin-apis",
+        action="store_true",
+        help="leave the admin APIs open to every caller (only on a host and network you trust)",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, help="PEM certificate: HTTP and gRPC speak TLS (front proxy)"
+    )
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument(
         "--front-proxy",
         choices=("auto", "on", "off"),
@@ -104,6 +124,19 @@ def _want_front_proxy(choice: str) -> bool:
     return True
 
 
+def admin_key(args: argparse.Namespace) -> str | None:
+    """The admin key from ``--admin-key-file`` or the environment; ``None`` if neither gives one."""
+    if args.admin_key_file is not None:
+        return args.admin_key_file.read_text().strip() or None
+    return os.environ.get(ADMIN_KEY_ENV) or None
+
+
+def _tls(args: argparse.Namespace) -> TlsFiles | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return TlsFiles(cert=args.tls_cert, key=args.tls_key) if args.tls_cert is not None else None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run the embedded server in the foreground until SIGINT/SIGTERM.
 
@@ -113,8 +146,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.replicas != 1:
         return run_serve_replicas(args)
     try:
-        front_proxy = _want_front_proxy(args.front_proxy)
-    except FrontProxyError as error:
+        tls = _tls(args)
+        front_proxy = _want_front_proxy("on" if tls is not None else args.front_proxy)
+        key = admin_key(args)
+    except (FrontProxyError, ValueError, OSError) as error:
         print(f"genserve serve: {error}", file=sys.stderr)
         return 1
     server = EmbeddedServer(
@@ -133,6 +168,9 @@ def run_serve(args: argparse.Namespace) -> int:
         extra_args=tuple(args.triton_args),
         front_proxy=front_proxy,
         max_json_body=args.max_json_body,
+        admin_key=key,
+        open_admin_apis=args.open_admin_apis,
+        tls=tls,
     )
     stopper = _StopOnSignal(server, "letting in-flight requests finish")
     failed = _start(server, stopper)
@@ -175,6 +213,8 @@ def run_serve_replicas(args: argparse.Namespace) -> int:
         model_control_mode=args.model_control_mode,
         log_verbose=args.log_verbose,
         extra_args=tuple(args.triton_args),
+        admin_key=admin_key(args),
+        open_admin_apis=args.open_admin_apis,
     )
     stopper = _StopOnSignal(replicas, "stopping the replicas (in-flight requests finish first)")
     failed = _start(replicas, stopper)

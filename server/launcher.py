@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import re
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,11 +27,13 @@ import sysconfig
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO
 
 from genserve.server.backend_dir import build_backend_dir
-from genserve.server.front_proxy import MAX_JSON_BODY, FrontProxy, Upstream
+from genserve.server.drain import DRAIN_FILE_ENV, busy_requests
+from genserve.server.front_proxy import MAX_JSON_BODY, FrontProxy, TlsFiles, Upstream
 from genserve.server.net import connect_host, free_port, http_ok
 from genserve.server.shm_regions import regions_in_use, remove_stale_regions, server_regions
 from genserve.server.triton_install import TritonInstall
@@ -51,6 +55,13 @@ DEFAULT_SHM_BYTE_SIZE = 16 * 1024 * 1024
 TRITON_STACK_BYTES = 1 << 30
 # After the server ends, how long its stubs get to notice and exit before the group is killed.
 _GROUP_EXIT_WAIT_S = 5.0
+_STUB = "triton_python_backend_stub"
+# A stub's command line: binary, model.py, shm region, sizes, parent pid, backend dir, ..., instance.
+_STUB_INSTANCE_ARG = 8
+_WATCH_INTERVAL_S = 0.5
+ADMIN_HEADER = "admin-key"
+# Triton's API groups that change the server or reach its memory: callers need the admin key.
+RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
 _LOG_LINES_KEPT = 2000
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 _MISSING_LIBRARY = "error while loading shared libraries"
@@ -145,7 +156,9 @@ class EmbeddedServer:
         ready_timeout: Seconds to wait for every model to be ready.
         exit_timeout: Seconds Triton waits for in-flight requests when stopped.
         shm_byte_size: Shared memory per Python-backend model instance, in bytes.
-        model_control_mode: Triton's ``--model-control-mode`` (``none`` or ``explicit``).
+        model_control_mode: Triton's ``--model-control-mode``: ``explicit`` (every model loaded at
+            start; loads and unloads need the admin key; a model whose stub died is reloaded) or
+            ``none``.
         log_verbose: Triton's ``--log-verbose`` level.
         extra_args: Further ``tritonserver`` flags, passed unchanged.
         install: The Triton files to use; by default those of the ``nvidia-pytriton`` wheel.
@@ -153,6 +166,11 @@ class EmbeddedServer:
             ``grpc_port``, in front of a Triton bound to loopback ports of its own: request bodies
             are size-checked before Triton parses them.
         max_json_body: The proxy's limit on a JSON request body, bytes.
+        admin_key: The value of the ``admin-key`` header that :data:`RESTRICTED_APIS` require;
+            ``None`` makes a random one (see :attr:`admin_key`).
+        open_admin_apis: Leave every API open to every caller (no key needed).
+        tls: Certificate and key: the front proxy's HTTP and gRPC listeners then speak TLS
+            (needs ``front_proxy``; Triton's HTTP server has no TLS of its own).
     """
 
     def __init__(
@@ -168,13 +186,18 @@ class EmbeddedServer:
         ready_timeout: float = 180.0,
         exit_timeout: float = 30.0,
         shm_byte_size: int = DEFAULT_SHM_BYTE_SIZE,
-        model_control_mode: str = "none",
+        model_control_mode: str = "explicit",
         log_verbose: int = 0,
         extra_args: tuple[str, ...] = (),
         install: TritonInstall | None = None,
         front_proxy: bool = False,
         max_json_body: int = MAX_JSON_BODY,
+        admin_key: str | None = None,
+        open_admin_apis: bool = False,
+        tls: TlsFiles | None = None,
     ):
+        if tls is not None and not front_proxy:
+            raise ServerError("TLS is served by the front proxy: pass front_proxy=True with tls")
         self.model_repository = Path(model_repository).resolve()
         self.host = host
         self.http_port = http_port if http_port is not None else free_port(host)
@@ -191,6 +214,9 @@ class EmbeddedServer:
         self.install = install
         self.front_proxy = front_proxy
         self.max_json_body = max_json_body
+        self.open_admin_apis = open_admin_apis
+        self.admin_key = admin_key or secrets.token_urlsafe(24)
+        self.tls = tls
         # Behind the proxy Triton listens on loopback ports of its own.
         self.triton_host = "127.0.0.1" if front_proxy else host
         self.triton_http_port = free_port() if front_proxy else self.http_port
@@ -200,6 +226,8 @@ class EmbeddedServer:
         self._regions: set[str] = set()
         self._ended = threading.Lock()
         self._watch_thread: threading.Thread | None = None
+        self._stubs: dict[str, int] = {}
+        self.reloads: list[str] = []
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=_LOG_LINES_KEPT)
@@ -225,6 +253,11 @@ class EmbeddedServer:
     def triton_http_url(self) -> str:
         """``host:port`` of Triton's own HTTP listener (behind the proxy when there is one)."""
         return f"{connect_host(self.triton_host)}:{self.triton_http_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """The header an admin call (shared memory, model control, logging, trace) must carry."""
+        return {} if self.open_admin_apis else {ADMIN_HEADER: self.admin_key}
 
     @property
     def exit_reason(self) -> str | None:
@@ -265,8 +298,25 @@ class EmbeddedServer:
             f"--exit-timeout-secs={int(self.exit_timeout)}",
             f"--log-verbose={self.log_verbose}",
             "--strict-readiness=true",
+            *self._model_control(),
+            *self._restrictions(),
             *self.extra_args,
         ]
+
+    def _model_control(self) -> list[str]:
+        # Explicit mode with every model loaded at start: the stub watchdog can reload a model.
+        if self.model_control_mode == "explicit" and not any(
+            a.startswith("--load-model") for a in self.extra_args
+        ):
+            return ["--load-model=*"]
+        return []
+
+    def _restrictions(self) -> list[str]:
+        if self.open_admin_apis:
+            return []
+        apis = ",".join(RESTRICTED_APIS)
+        rule = f"{apis}:{ADMIN_HEADER}={self.admin_key}"
+        return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
 
     def start(self) -> EmbeddedServer:
         """Launch the server and wait until it is ready.
@@ -321,14 +371,20 @@ class EmbeddedServer:
                     http_port=self.http_port,
                     grpc_port=self.grpc_port,
                     max_json_body=self.max_json_body,
+                    tls=self.tls,
                 ).start()
         except BaseException:
             self.stop()
             raise
         return self
 
+    @property
+    def _drain_file(self) -> Path | None:
+        return Path(self._workdir.name) / "draining" if self._workdir is not None else None
+
     def _environment(self, install: TritonInstall) -> dict[str, str]:
         env = dict(os.environ)
+        env[DRAIN_FILE_ENV] = str(self._drain_file)
         # The stub runs model.py with the first Python on PATH: make it this environment's.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         libraries = [str(install.library_dir)]
@@ -404,7 +460,9 @@ class EmbeddedServer:
 
     def is_ready(self) -> bool:
         """Whether the server answers ready on its HTTP endpoint (through the proxy if there is one)."""
-        return http_ok(f"http://{self.http_url}/v2/health/ready")
+        # Over TLS the proxy needs a client that trusts its certificate: ask Triton itself.
+        url = self.triton_http_url if self.tls is not None else self.http_url
+        return http_ok(f"http://{url}/v2/health/ready")
 
     # -- what a server leaves behind ---------------------------------------------------------
     def _note_regions(self) -> None:
@@ -415,14 +473,61 @@ class EmbeddedServer:
             self._regions |= used & set(server_regions())
 
     def _watch(self, process: subprocess.Popen[bytes]) -> None:
-        """Notice the server's end, however it comes, and clean up after it at once."""
+        """Notice the server's end, however it comes, and clean up after it at once.
+
+        Meanwhile reload a model whose backend stub died: Triton 2.51 leaves such an instance failing
+        every request it gets ("Stub process ... is not healthy") while the server reports ready.
+        """
+        ticks = 0
         while True:
             try:
-                process.wait(timeout=1.0)
+                process.wait(timeout=_WATCH_INTERVAL_S)
                 break
             except subprocess.TimeoutExpired:
-                self._note_regions()
+                ticks += 1
+                if ticks % 2 == 0:
+                    self._note_regions()
+                with contextlib.suppress(Exception):  # a failed check must not end the watch
+                    self._check_stubs(process)
         self._after_exit(process)
+
+    def _check_stubs(self, process: subprocess.Popen[bytes]) -> None:
+        live: dict[str, int] = {}
+        for pid, fields in process_group_stats(process.pid).items():
+            if fields[0] == "Z":
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    argv = handle.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if argv[0].endswith(_STUB) and len(argv) > _STUB_INSTANCE_ARG:
+                live[argv[_STUB_INSTANCE_ARG]] = pid
+        dead = {instance for instance, pid in self._stubs.items() if live.get(instance) != pid}
+        self._stubs = live
+        # An instance whose stub was replaced (a reload, Triton's own restart) has a new pid: fine.
+        for model in sorted({instance.rsplit("_", 2)[0] for instance in dead if instance not in live}):
+            if process.poll() is None and not self._draining():
+                self._reload(model)
+
+    def _reload(self, model: str) -> None:
+        """Reload ``model`` through the repository API, with a bumped config parameter.
+
+        Triton ignores a load of an unchanged model, and this one has an instance without a stub.
+        """
+        base = f"http://{self.triton_http_url}/v2"
+        headers = {"Content-Type": "application/json", **self.admin_headers}
+        request = urllib.request.Request(f"{base}/models/{model}/config", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            config = json.loads(response.read())
+        parameters = config.setdefault("parameters", {})
+        generation = int(parameters.get("genserve_generation", {}).get("string_value", "0")) + 1
+        parameters["genserve_generation"] = {"string_value": str(generation)}
+        body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+        load = urllib.request.Request(f"{base}/repository/models/{model}/load", data=body, headers=headers)
+        with urllib.request.urlopen(load, timeout=120) as response:
+            response.read()
+        self.reloads.append(model)
 
     def _after_exit(self, process: subprocess.Popen[bytes]) -> None:
         """Once ``tritonserver`` has exited: no stub outlives it, no region of it stays in /dev/shm."""
@@ -441,15 +546,51 @@ class EmbeddedServer:
                 time.sleep(0.05)
             remove_stale_regions(also=self._regions)
 
-    def stop(self, timeout: float | None = None) -> int | None:
-        """Stop gracefully: SIGTERM lets in-flight requests finish, then the process group is reaped.
+    # -- graceful shutdown -------------------------------------------------------------------
+    def _draining(self) -> bool:
+        return self._drain_file is not None and self._drain_file.exists()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Stop admitting pipeline requests and wait until none is in flight or queued.
+
+        New requests are refused with a retryable UNAVAILABLE error from then on (see
+        :mod:`genserve.server.drain`); the server keeps running until :meth:`stop`.
 
         Args:
-            timeout: Seconds to wait before killing; defaults to ``exit_timeout`` plus a margin.
+            timeout: Seconds to wait at most; defaults to ``exit_timeout``.
+
+        Returns:
+            Whether the server became idle in time.
+        """
+        drain_file = self._drain_file
+        if self._process is None or self._process.poll() is not None or drain_file is None:
+            return False
+        drain_file.touch()
+        deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
+        while time.monotonic() < deadline and self._process is not None and self._process.poll() is None:
+            try:
+                with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+                    busy = busy_requests(response.read().decode(errors="replace"))
+            except OSError:
+                return False
+            if not any(busy.values()):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self, timeout: float | None = None, *, drain: bool = True) -> int | None:
+        """Stop gracefully: drain the pipelines, SIGTERM, then reap the process group.
+
+        Args:
+            timeout: Seconds to wait for the exit after SIGTERM before killing; defaults to
+                ``exit_timeout`` plus a margin.
+            drain: First let admitted pipeline requests finish (up to ``exit_timeout``).
 
         Returns:
             The server's exit code, or ``None`` if it was not running.
         """
+        if drain and self._process is not None:
+            self.drain()
         process, self._process = self._process, None
         if process is None:
             return None
@@ -478,10 +619,17 @@ class EmbeddedServer:
         return code
 
     def request_stop(self) -> None:
-        """Send SIGTERM without waiting (safe in a signal handler); :meth:`stop` then reaps."""
-        if self._process is not None:
+        """Drain, then SIGTERM, in the background (safe in a signal handler); :meth:`stop` then reaps."""
+        process = self._process
+        if process is None:
+            return
+
+        def drain_then_terminate() -> None:
+            self.drain()
             with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
+
+        threading.Thread(target=drain_then_terminate, name="triton-drain", daemon=True).start()
 
     def wait(self) -> int:
         """Block until the server process exits; return its exit code."""

@@ -12,6 +12,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from genserve.client.contract import Bound
+from genserve.server.drain import INFLIGHT_METRIC, draining
 
 
 def read_inputs(request: Any, names: Iterable[str]) -> dict[str, np.ndarray | None]:
@@ -59,3 +60,40 @@ def check_bls_response(response: Any, model: str) -> None:
 def output_array(response: Any, name: str) -> np.ndarray:
     """An output of a BLS response as a numpy array."""
     return pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+
+
+class Admission:
+    """A pipeline's admission during shutdown and its in-flight gauge (see :mod:`genserve.server.drain`).
+
+    Args:
+        model: The pipeline's name (the gauge's ``model`` label and the refusal's prefix).
+    """
+
+    def __init__(self, model: str):
+        self.model = model
+        # The family must outlive its metric: Triton refuses updates of a metric whose family is gone.
+        self._family = pb_utils.MetricFamily(
+            name=INFLIGHT_METRIC,
+            description="requests a genserve pipeline has admitted and not yet answered",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._gauge = self._family.Metric(labels={"model": model})
+
+    def refusing(self) -> bool:
+        """Whether new requests are refused: the server is draining for shutdown."""
+        return draining()
+
+    def refusal(self) -> Any:
+        """The answer to a request that arrives while draining: retryable, nothing was run."""
+        return error_response(
+            f"{self.model}: server is shutting down; retry (another replica will serve it)",
+            pb_utils.TritonError.UNAVAILABLE,
+        )
+
+    def started(self, count: int = 1) -> None:
+        """``count`` requests were admitted."""
+        self._gauge.increment(count)
+
+    def finished(self, count: int = 1) -> None:
+        """``count`` admitted requests were answered."""
+        self._gauge.increment(-count)

@@ -28,6 +28,7 @@ from genserve.client.contract import (
 from genserve.server.ddim import DDIMSchedule, UNetCall, initial_noise, sample_loop
 from genserve.server.model_names import DIFFUSION_UNET
 from genserve.server.triton_glue import (
+    Admission,
     check_bls_response,
     error_response,
     output_array,
@@ -60,21 +61,27 @@ class TritonPythonModel:
         # Decoupled requests never wait in Triton's queue: admission is bounded here instead.
         self.max_active = int(params.get("max_concurrent_requests", "64"))
         self.active = 0
+        self.admission = Admission("diffusion")
 
     async def execute(self, requests: list[Any]) -> None:
         await asyncio.gather(*(self._serve(request) for request in requests))
 
     async def _serve(self, request: Any) -> None:
         sender = request.get_response_sender()
+        if self.admission.refusing():
+            sender.send(self.admission.refusal(), flags=FINAL)
+            return
         if self.active >= self.max_active:
             message = f"diffusion: overloaded, {self.active} requests already sampling; retry later"
             sender.send(error_response(message, pb_utils.TritonError.UNAVAILABLE), flags=FINAL)
             return
         self.active += 1
+        self.admission.started()
         try:
             await self._serve_admitted(request, sender)
         finally:
             self.active -= 1
+            self.admission.finished()
 
     async def _serve_admitted(self, request: Any, sender: Any) -> None:
         try:

@@ -28,6 +28,7 @@ from genserve.server.images import (
 )
 from genserve.server.model_names import STYLE_NETWORK
 from genserve.server.triton_glue import (
+    Admission,
     check_bls_response,
     error_response,
     output_array,
@@ -46,8 +47,18 @@ class TritonPythonModel:
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.network = params.get("network", STYLE_NETWORK)
         self.network_max_batch = int(params.get("network_max_batch", "4"))
+        self.admission = Admission("style_transfer")
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        if self.admission.refusing():
+            return [self.admission.refusal() for _ in requests]
+        self.admission.started(len(requests))
+        try:
+            return self._execute(requests)
+        finally:
+            self.admission.finished(len(requests))
+
+    def _execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
         rows: list[
             tuple[int, np.ndarray, np.ndarray, float, Letterbox]
