@@ -94,19 +94,24 @@ class AsyncGrpcTransport:
         )
         return list(index.get("models", []))
 
-    async def register_shm(self, region: Region, deadline: Deadline) -> None:
-        """Register a system shared-memory region with the server."""
+    async def register_shm(
+        self, region: Region, deadline: Deadline, headers: dict[str, str] | None = None
+    ) -> None:
+        """Register a system shared-memory region with the server (``headers``: the admin key)."""
         await self._call(
             lambda t: self._client.register_system_shared_memory(
-                region.name, region.key, region.size, client_timeout=t
+                region.name, region.key, region.size, headers=headers, client_timeout=t
             ),
             deadline,
         )
 
-    async def unregister_shm(self, name: str, deadline: Deadline) -> None:
+    async def unregister_shm(
+        self, name: str, deadline: Deadline, headers: dict[str, str] | None = None
+    ) -> None:
         """Unregister a system shared-memory region."""
         await self._call(
-            lambda t: self._client.unregister_system_shared_memory(name, client_timeout=t), deadline
+            lambda t: self._client.unregister_system_shared_memory(name, headers=headers, client_timeout=t),
+            deadline,
         )
 
     async def close(self) -> None:

@@ -115,15 +115,22 @@ class AsyncHttpTransport:
         """Triton's repository index: one entry per model version."""
         return list(await self._run(self._client.get_model_repository_index, deadline))
 
-    async def register_shm(self, region: Region, deadline: Deadline) -> None:
-        """Register a system shared-memory region with the server."""
+    async def register_shm(
+        self, region: Region, deadline: Deadline, headers: dict[str, str] | None = None
+    ) -> None:
+        """Register a system shared-memory region with the server (``headers``: the admin key)."""
         await self._run(
-            lambda: self._client.register_system_shared_memory(region.name, region.key, region.size), deadline
+            lambda: self._client.register_system_shared_memory(
+                region.name, region.key, region.size, headers=headers
+            ),
+            deadline,
         )
 
-    async def unregister_shm(self, name: str, deadline: Deadline) -> None:
+    async def unregister_shm(
+        self, name: str, deadline: Deadline, headers: dict[str, str] | None = None
+    ) -> None:
         """Unregister a system shared-memory region."""
-        await self._run(lambda: self._client.unregister_system_shared_memory(name), deadline)
+        await self._run(lambda: self._client.unregister_system_shared_memory(name, headers=headers), deadline)
 
     async def close(self) -> None:
         """Close both connection pools."""

@@ -149,18 +149,21 @@ class GrpcTransport:
         )
         return list(index.get("models", []))
 
-    def register_shm(self, region: Region, deadline: Deadline) -> None:
-        """Register a system shared-memory region with the server."""
+    def register_shm(self, region: Region, deadline: Deadline, headers: dict[str, str] | None = None) -> None:
+        """Register a system shared-memory region with the server (``headers``: the admin key)."""
         self._call(
             lambda t: self._client.register_system_shared_memory(
-                region.name, region.key, region.size, client_timeout=t
+                region.name, region.key, region.size, headers=headers, client_timeout=t
             ),
             deadline,
         )
 
-    def unregister_shm(self, name: str, deadline: Deadline) -> None:
+    def unregister_shm(self, name: str, deadline: Deadline, headers: dict[str, str] | None = None) -> None:
         """Unregister a system shared-memory region."""
-        self._call(lambda t: self._client.unregister_system_shared_memory(name, client_timeout=t), deadline)
+        self._call(
+            lambda t: self._client.unregister_system_shared_memory(name, headers=headers, client_timeout=t),
+            deadline,
+        )
 
     def close(self) -> None:
         """Close the channel."""

@@ -168,16 +168,18 @@ class HttpTransport:
         """Triton's repository index: one entry per model version."""
         return list(self._run(lambda client: client.get_model_repository_index(), deadline))
 
-    def register_shm(self, region: Region, deadline: Deadline) -> None:
-        """Register a system shared-memory region with the server."""
+    def register_shm(self, region: Region, deadline: Deadline, headers: dict[str, str] | None = None) -> None:
+        """Register a system shared-memory region with the server (``headers``: the admin key)."""
         self._run(
-            lambda client: client.register_system_shared_memory(region.name, region.key, region.size),
+            lambda client: client.register_system_shared_memory(
+                region.name, region.key, region.size, headers=headers
+            ),
             deadline,
         )
 
-    def unregister_shm(self, name: str, deadline: Deadline) -> None:
+    def unregister_shm(self, name: str, deadline: Deadline, headers: dict[str, str] | None = None) -> None:
         """Unregister a system shared-memory region."""
-        self._run(lambda client: client.unregister_system_shared_memory(name), deadline)
+        self._run(lambda client: client.unregister_system_shared_memory(name, headers=headers), deadline)
 
     def close(self) -> None:
         """Close every connection pool this transport opened."""

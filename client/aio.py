@@ -28,10 +28,22 @@ from genserve.client._requests import (
     with_image_bound,
 )
 from genserve.client._retry import Deadline, RetryPolicy, call_with_retries_async, retry_wait
-from genserve.client.errors import GenserveError, UnavailableError, is_missing_shared_memory
+from genserve.client.errors import (
+    GenserveError,
+    ModelNotFoundError,
+    UnavailableError,
+    is_missing_shared_memory,
+    is_restricted,
+)
 from genserve.client.images import ImageInput
 from genserve.client.shm import Layout, SharedMemoryPool
-from genserve.client.signatures import ModelInfo, check_signature, model_infos, output_shapes
+from genserve.client.signatures import (
+    ModelInfo,
+    check_signature,
+    endpoint_infos,
+    model_infos,
+    output_shapes,
+)
 from genserve.client.sync import DEFAULT_URLS
 
 
@@ -52,12 +64,17 @@ class AsyncClient:
         backoff: float = 0.05,
         shared_memory: bool = False,
         check_models: bool = True,
+        admin_key: str | None = None,
     ):
         self.protocol = check_protocol(protocol)
         self.url = url or DEFAULT_URLS[protocol]
         self.timeout = check_timeout(timeout)
         self.retry_policy = RetryPolicy(retries=max(0, int(retries)), backoff=backoff)
         self._check = check_models
+        # Shared-memory registration is an admin API on a genserve server: it needs the key.
+        # (Triton expects it under another name over gRPC.)
+        header = "admin-key" if protocol == "http" else "triton-grpc-protocol-admin-key"
+        self._admin_headers = {header: admin_key} if admin_key else None
         self._rng = np.random.default_rng()
         self._shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         self._shm = SharedMemoryPool() if shared_memory else None
@@ -174,9 +191,20 @@ class AsyncClient:
 
     async def models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         """Every model version in the server's repository, with its state."""
-        index = await call_with_retries_async(
-            self._transport.repository_index, deadline=self._deadline(timeout), policy=self.retry_policy
-        )
+        deadline = self._deadline(timeout)
+        try:
+            index = await call_with_retries_async(
+                self._transport.repository_index, deadline=deadline, policy=self.retry_policy
+            )
+        except GenserveError as error:
+            if not is_restricted(error):
+                raise
+            # The repository index is an admin API on a genserve server: list the endpoints it serves.
+            metadata = {}
+            for model in contract.ENDPOINTS:
+                with contextlib.suppress(ModelNotFoundError):
+                    metadata[model] = await self._transport.model_metadata(model, deadline)
+            return endpoint_infos(metadata)
         return model_infos(index)
 
     async def check_models(
@@ -204,7 +232,7 @@ class AsyncClient:
                 for region in self._shm.regions():
                     if region.registered:
                         with contextlib.suppress(GenserveError):
-                            await transport.unregister_shm(region.name, Deadline(5.0))
+                            await transport.unregister_shm(region.name, Deadline(5.0), self._admin_headers)
                 self._shm.destroy()
         finally:
             await transport.close()
@@ -258,7 +286,7 @@ class AsyncClient:
         region = self._shm.acquire(layout.size)
         try:
             if not region.registered:
-                await transport.register_shm(region, deadline)
+                await transport.register_shm(region, deadline, self._admin_headers)
                 region.registered = True
             try:
                 return await transport.infer(request, deadline, (region, layout))
@@ -266,7 +294,7 @@ class AsyncClient:
                 if not is_missing_shared_memory(error):
                     raise
             self._shm.forget_registrations()
-            await transport.register_shm(region, deadline)
+            await transport.register_shm(region, deadline, self._admin_headers)
             region.registered = True
             return await transport.infer(request, deadline, (region, layout))
         finally:

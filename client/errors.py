@@ -140,6 +140,8 @@ _CLIENT_FAULT = re.compile(
     r"|out of bounds|out of range|request has 0 inputs|request body too large",
     re.IGNORECASE,
 )
+# An admin API called without the admin key: fix the call (pass admin_key), retrying cannot help.
+_RESTRICTED = re.compile(r"(api|protocol) is restricted", re.IGNORECASE)
 _SHM_MISSING = re.compile(r"unable to find (system )?shared memory region", re.IGNORECASE)
 
 _BY_STATUS: dict[str, type[GenserveError]] = {
@@ -163,6 +165,8 @@ _BY_STATUS: dict[str, type[GenserveError]] = {
 
 def classify(message: str, status: str | None) -> type[GenserveError]:
     """The error class for a Triton error message and status code (``None`` for stream errors)."""
+    if _RESTRICTED.search(message):
+        return InvalidInputError
     if _OVERLOADED.search(message):
         return OverloadedError
     if _QUEUE_TIMEOUT.search(message):
@@ -181,6 +185,11 @@ def classify(message: str, status: str | None) -> type[GenserveError]:
         if _INVALID.search(message):
             return InvalidInputError
     return ServerError
+
+
+def is_restricted(error: GenserveError) -> bool:
+    """Whether the server refused an admin API because the call lacked the admin key."""
+    return bool(_RESTRICTED.search(error.message))
 
 
 def is_missing_shared_memory(error: GenserveError) -> bool:

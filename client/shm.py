@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -83,7 +82,8 @@ class SharedMemoryPool:
     """
 
     def __init__(self, prefix: str | None = None):
-        self.prefix = prefix or f"genserve_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        # 128 random bits: another client can name a region in a request only if it knows the name.
+        self.prefix = prefix or f"genserve_{uuid.uuid4().hex}"
         self._free: list[Region] = []
         self._all: list[Region] = []
         self._lock = threading.Lock()

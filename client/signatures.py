@@ -89,6 +89,17 @@ class ModelInfo:
         return self.state == "READY"
 
 
+def endpoint_infos(metadata: Mapping[str, Mapping[str, Any]]) -> list[ModelInfo]:
+    """Rows for the endpoints whose metadata the server gave (it gives it only for loaded models).
+
+    What :meth:`Client.models` lists where the repository index is an admin API.
+    """
+    rows = [
+        ModelInfo(name, str((entry.get("versions") or [""])[-1]), "READY") for name, entry in metadata.items()
+    ]
+    return sorted(rows, key=lambda row: row.name)
+
+
 def model_infos(index: Sequence[Mapping[str, Any]]) -> list[ModelInfo]:
     """Triton's repository index as :class:`ModelInfo` rows, sorted by name and version."""
     rows = [

@@ -28,10 +28,22 @@ from genserve.client._requests import (
     with_image_bound,
 )
 from genserve.client._retry import Deadline, RetryPolicy, call_with_retries, retry_wait
-from genserve.client.errors import GenserveError, UnavailableError, is_missing_shared_memory
+from genserve.client.errors import (
+    GenserveError,
+    ModelNotFoundError,
+    UnavailableError,
+    is_missing_shared_memory,
+    is_restricted,
+)
 from genserve.client.images import ImageInput
 from genserve.client.shm import Layout, SharedMemoryPool
-from genserve.client.signatures import ModelInfo, check_signature, model_infos, output_shapes
+from genserve.client.signatures import (
+    ModelInfo,
+    check_signature,
+    endpoint_infos,
+    model_infos,
+    output_shapes,
+)
 
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 
@@ -57,6 +69,7 @@ class Client:
         shared_memory: Move pixels and images through Triton system shared memory (the server must
             run on this host).
         check_models: Compare each endpoint's signature with the server's metadata before its first call.
+        admin_key: The server's admin key; needed with ``shared_memory`` (registration is restricted).
     """
 
     def __init__(
@@ -69,12 +82,17 @@ class Client:
         backoff: float = 0.05,
         shared_memory: bool = False,
         check_models: bool = True,
+        admin_key: str | None = None,
     ):
         self.protocol = check_protocol(protocol)
         self.url = url or DEFAULT_URLS[protocol]
         self.timeout = check_timeout(timeout)
         self.retry_policy = RetryPolicy(retries=max(0, int(retries)), backoff=backoff)
         self._check = check_models
+        # Shared-memory registration is an admin API on a genserve server: it needs the key.
+        # (Triton expects it under another name over gRPC.)
+        header = "admin-key" if protocol == "http" else "triton-grpc-protocol-admin-key"
+        self._admin_headers = {header: admin_key} if admin_key else None
         self._rng = np.random.default_rng()
         self._shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         self._shm = SharedMemoryPool() if shared_memory else None
@@ -223,9 +241,20 @@ class Client:
     def models(self, *, timeout: float | None = None) -> list[ModelInfo]:
         """Every model version in the server's repository, with its state."""
         self._ensure_open()
-        index = call_with_retries(
-            self._transport.repository_index, deadline=self._deadline(timeout), policy=self.retry_policy
-        )
+        deadline = self._deadline(timeout)
+        try:
+            index = call_with_retries(
+                self._transport.repository_index, deadline=deadline, policy=self.retry_policy
+            )
+        except GenserveError as error:
+            if not is_restricted(error):
+                raise
+            # The repository index is an admin API on a genserve server: list the endpoints it serves.
+            metadata = {}
+            for model in contract.ENDPOINTS:
+                with contextlib.suppress(ModelNotFoundError):
+                    metadata[model] = self._transport.model_metadata(model, deadline)
+            return endpoint_infos(metadata)
         return model_infos(index)
 
     def check_models(
@@ -254,7 +283,7 @@ class Client:
                 for region in self._shm.regions():
                     if region.registered:
                         with contextlib.suppress(GenserveError):
-                            self._transport.unregister_shm(region.name, Deadline(5.0))
+                            self._transport.unregister_shm(region.name, Deadline(5.0), self._admin_headers)
                 self._shm.destroy()
         finally:
             self._transport.close()
@@ -310,7 +339,7 @@ class Client:
         region = self._shm.acquire(layout.size)
         try:
             if not region.registered:
-                self._transport.register_shm(region, deadline)
+                self._transport.register_shm(region, deadline, self._admin_headers)
                 region.registered = True
             try:
                 return self._transport.infer(request, deadline, (region, layout))
@@ -319,7 +348,7 @@ class Client:
                     raise
             # The server lost the registrations (it restarted): register again, once.
             self._shm.forget_registrations()
-            self._transport.register_shm(region, deadline)
+            self._transport.register_shm(region, deadline, self._admin_headers)
             region.registered = True
             return self._transport.infer(request, deadline, (region, layout))
         finally:

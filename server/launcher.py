@@ -591,6 +591,11 @@ class EmbeddedServer:
         """
         if drain and self._process is not None:
             self.drain()
+        # nginx first (it lets requests through it finish): Triton waits out its exit timeout while
+        # the proxy still holds keep-alive connections to it.
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         process, self._process = self._process, None
         if process is None:
             return None

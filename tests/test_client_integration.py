@@ -159,13 +159,17 @@ def test_one_http_client_serves_many_threads(served):
 def test_shared_memory_round_trip(client, served):
     expected_gan = client.generate([0, 9], seeds=[1, 2])
     expected_style = client.stylize(PHOTO, style=PAINTING)
-    with Client(client.url, protocol=client.protocol, shared_memory=True) as shared:
+    with Client(
+        client.url, protocol=client.protocol, shared_memory=True, admin_key=served.admin_key
+    ) as shared:
         for _ in range(2):  # the second call reuses the registered region
             assert np.array_equal(shared.generate([0, 9], seeds=[1, 2]), expected_gan)
         assert np.array_equal(shared.stylize(PHOTO, style=PAINTING), expected_style)
         regions = [region.name for region in shared._shm.regions()]
         assert regions and all(os.path.exists(f"/dev/shm/{name}") for name in regions)
-    status = httpclient.InferenceServerClient(served.http_url).get_system_shared_memory_status()
+    status = httpclient.InferenceServerClient(served.http_url).get_system_shared_memory_status(
+        headers=served.admin_headers
+    )
     assert not [region for region in status if region["name"] in regions]
     assert not any(os.path.exists(f"/dev/shm/{name}") for name in regions)
 
@@ -235,7 +239,9 @@ def test_async_shared_memory_round_trip(served):
         expected = sync.generate([3], seeds=[3])
 
     async def main() -> list[str]:
-        async with AsyncClient(served.http_url, protocol="http", shared_memory=True) as client:
+        async with AsyncClient(
+            served.http_url, protocol="http", shared_memory=True, admin_key=served.admin_key
+        ) as client:
             assert np.array_equal(await client.generate([3], seeds=[3]), expected)
             return [region.key for region in client._shm.regions()]
 

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from genserve.client import Client
-from genserve.server.front_proxy import MAX_JSON_BODY, TlsFiles, Upstream, find_nginx, nginx_config
+from genserve.server.front_proxy import (
+    MAX_JSON_BODY,
+    FrontProxy,
+    TlsFiles,
+    Upstream,
+    find_nginx,
+    nginx_config,
+)
 
 MIB = 1024 * 1024
 
@@ -153,3 +160,36 @@ def test_client_calls_pass_through_the_proxy(proxied, protocol: str) -> None:
     assert images.shape == (2, 32, 32, 1) and images.dtype == np.uint8
     assert steps[-1].final and steps[-1].images.shape == (1, 32, 32, 1)
     assert len(steps) >= 2  # previews streamed, not buffered into one answer
+
+
+def test_tls_round_trip_over_grpc_and_http(proxied, tmp_path: Path) -> None:
+    import ssl
+
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_certificate(cert, key)
+    upstream = Upstream(http_port=proxied.triton_http_port, grpc_port=proxied.triton_grpc_port)
+    seed = np.array([[5]], np.int64)
+    with FrontProxy([upstream], tls=TlsFiles(cert=cert, key=key)) as tls_proxy:
+        with grpcclient.InferenceServerClient(
+            tls_proxy.grpc_url, ssl=True, root_certificates=str(cert)
+        ) as client:
+            inputs = [grpcclient.InferInput(name, [1, 1], "INT64") for name in ("seed", "label")]
+            for tensor in inputs:
+                tensor.set_data_from_numpy(seed)
+            over_grpc = client.infer("gan", inputs).as_numpy("image")
+        client = httpclient.InferenceServerClient(
+            tls_proxy.http_url,
+            ssl=True,
+            ssl_context_factory=lambda: ssl.create_default_context(cafile=str(cert)),
+        )
+        inputs = [httpclient.InferInput(name, [1, 1], "INT64") for name in ("seed", "label")]
+        for tensor in inputs:
+            tensor.set_data_from_numpy(seed)
+        over_http = client.infer("gan", inputs).as_numpy("image")
+        client.close()
+        status, body = post(tls_proxy.http_url, "/v2/models/gan/infer", b"{}")  # plain HTTP to a TLS port
+        assert status == 400 and b"HTTPS" in body
+    assert over_grpc.shape == (1, 32, 32, 1) and np.array_equal(over_grpc, over_http)
