@@ -116,8 +116,8 @@ def bad_request(draw, endpoint: str, protocol: str) -> tuple[str, str, dict[str,
         inputs[name] = np.zeros_like(inputs["seed" if "seed" in inputs else "alpha"])
     elif kind == "corrupt image":
         name = draw(st.sampled_from(["content", "style"]))
-        # Cut inside the pixel data (the last 16 bytes are checksums and the end marker).
-        inputs[name] = np.array([[TINY_PNG[: draw(st.integers(1, len(TINY_PNG) - 17))]]], np.object_)
+        # Cut before the end of the compressed pixels (the last 30 bytes: their tail, checksums, end).
+        inputs[name] = np.array([[TINY_PNG[: draw(st.integers(1, len(TINY_PNG) - 30))]]], np.object_)
     elif kind == "empty image":
         name = draw(st.sampled_from(["content", "style"]))
         inputs[name] = np.array([[b""]], np.object_)
