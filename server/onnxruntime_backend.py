@@ -27,6 +27,8 @@ from genserve.server.model_config import ModelSpec
 from genserve.server.model_names import INPUT_BOUNDS_METADATA
 from genserve.server.triton_glue import error_response, read_inputs
 
+# What ONNX Runtime's Gather says of an index outside its table.
+_INDEX_ERROR = "out of data bounds"
 _PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -157,11 +159,25 @@ class TritonPythonModel:
                 for index, part in zip(members, parts, strict=True):
                     responses[index] = self._response(part)
             except Exception as error:  # one failed run fails only its own group
+                message, code = self._run_error(error)
                 for index in members:
-                    responses[index] = error_response(
-                        f"{self.spec.name}: {error}", pb_utils.TritonError.INTERNAL
-                    )
+                    responses[index] = error_response(message, code)
         return responses
+
+    def _run_error(self, error: Exception) -> tuple[str, int]:
+        """The message and Triton code for a failed run: the caller's fault when ONNX Runtime says so.
+
+        An index outside a table (an embedding's Gather) is ONNX Runtime's INVALID_ARGUMENT: the
+        request carried a value the model cannot take, so it names the integer inputs it could be.
+        """
+        text = str(error)
+        if "INVALID_ARGUMENT" in text and _INDEX_ERROR in text:
+            names = ", ".join(f"'{t.name}'" for t in self.spec.inputs if np.issubdtype(t.dtype, np.integer))
+            return (
+                f"{self.spec.name}: a value of input {names} is outside the model's range: {text}",
+                pb_utils.TritonError.INVALID_ARG,
+            )
+        return f"{self.spec.name}: {text}", pb_utils.TritonError.INTERNAL
 
     def _check_bounds(
         self, valid: list[int], arrays: list[dict[str, np.ndarray]], responses: list[Any]

@@ -245,6 +245,7 @@ def test_bad_inputs_are_clear_client_errors_and_the_server_stays_ready(
 def test_at_least_sixty_distinct_bad_inputs_were_sent() -> None:
     if len({kind[:2] for kind in SEEN.kinds}) < 6:
         pytest.skip("needs the six property tests above in the same run")
+    print(f"{len(SEEN.kinds)} distinct bad inputs")
     assert len(SEEN.kinds) >= 60, sorted(SEEN.kinds)
 
 
@@ -262,4 +263,12 @@ def test_malformed_json_is_an_error_and_the_server_stays_ready(proxied, body: by
     assert response.status in (400, 500), text
     error = InferenceServerException(msg=json.loads(text)["error"], status=str(response.status))
     assert isinstance(translate(error, model="gan"), InvalidInputError), text
+    assert proxied.is_ready()
+
+
+def test_an_index_outside_a_networks_table_is_the_callers_error(proxied) -> None:
+    arrays = {"z": np.zeros((1, 64), np.float32), "label": np.array([[12]], np.int64)}
+    error = send_grpc(proxied.grpc_url, "gan_generator", arrays)
+    assert error is not None and error.status() == "StatusCode.INVALID_ARGUMENT", error
+    assert "'label'" in error.message() and "idx=12" in error.message()
     assert proxied.is_ready()
