@@ -76,6 +76,9 @@ def _swap_network(target: Path, endpoint: str, network: Network) -> None:
     config = read_config(path)
     tensor(config, "z").dims[:] = [network.latent_dim]
     tensor(config, "image").dims[:] = [c, h, w]
+    for warmup in config.model_warmup:  # warm-up requests must take the new latent size too
+        if "z" in warmup.inputs:
+            warmup.inputs["z"].dims[:] = [network.latent_dim]
     write_config(path, config, f"{inner} swapped for the {network.key} network")
     path = target / GAN_MODEL / "config.pbtxt"
     config = read_config(path)
