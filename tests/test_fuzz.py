@@ -26,7 +26,7 @@ from genserve.client.errors import translate
 from genserve.client.images import encode_png
 
 SETTINGS = settings(
-    max_examples=45,
+    max_examples=30,
     deadline=None,
     derandomize=True,
     database=None,
