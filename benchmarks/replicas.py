@@ -372,11 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def update_section(report: Path, section: str) -> None:
-    """Replace the replicas section of a rendered report, or insert it before the closing line."""
+def update_section(report: Path, section: str, title: str = SECTION_TITLE) -> None:
+    """Replace the section ``title`` of a rendered report, or insert it before the closing line."""
     text = report.read_text()
-    if SECTION_TITLE in text:
-        start = text.index(SECTION_TITLE)
+    if title in text:
+        start = text.index(title)
         end = text.find("\n## ", start + 1)
         end = text.find("\nRaw locust", start) if end < 0 else end
         text = text[:start] + section + (text[end:] if end >= 0 else "")

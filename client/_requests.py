@@ -121,9 +121,29 @@ def gan_request(labels: Labels, seeds: Seeds, rng: np.random.Generator) -> Infer
     )
 
 
-def style_request(content: ImageInput, style: ImageInput, alpha: float, size: int | None) -> InferRequest:
-    """The ``style_transfer`` request for one content and one style image."""
+def style_request(
+    content: ImageInput,
+    style: ImageInput,
+    alpha: float,
+    size: int | None,
+    method: str = contract.STYLE_METHODS[0],
+    iterations: int | None = None,
+) -> InferRequest:
+    """The ``style_transfer`` request for one content and one style image.
+
+    ``method`` and ``iterations`` go on the wire only when they differ from the feed-forward default.
+    """
+    if method not in contract.STYLE_METHODS:
+        raise InvalidInputError(
+            f"method={method!r} is not allowed; allowed: {', '.join(contract.STYLE_METHODS)}"
+        )
+    if iterations is not None and method != "optimize":
+        raise InvalidInputError("iterations applies to method='optimize' only")
     inputs = dict([image_tensor(content, "content"), image_tensor(style, "style")])
+    if method != contract.STYLE_METHODS[0]:
+        inputs["method"] = np.array([[method.encode()]], dtype=np.object_)
+    if iterations is not None:
+        inputs["iterations"] = scalar(iterations, contract.ITERATIONS, "int").reshape(1, 1)
     inputs["alpha"] = scalar(alpha, contract.ALPHA, "float").reshape(1, 1)
     if size is not None:
         size = checked(contract.STYLE.input("size").check_choice, size)

@@ -110,10 +110,14 @@ class AsyncClient:
         style: ImageInput,
         alpha: float = 1.0,
         size: int | None = None,
+        method: str = "feed_forward",
+        iterations: int | None = None,
         timeout: float | None = None,
     ) -> np.ndarray:
         """Paint ``content`` in the style of ``style``; see :meth:`Client.stylize`."""
-        return (await self._infer(style_request(content, style, alpha, size), timeout))["image"][0]
+        return (await self._infer(style_request(content, style, alpha, size, method, iterations), timeout))[
+            "image"
+        ][0]
 
     async def diffuse(
         self,

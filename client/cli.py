@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     stylize.add_argument("style", type=Path, help="style image file")
     stylize.add_argument("--alpha", type=float, default=1.0, help="style strength 0..1 (default 1)")
     stylize.add_argument("--size", type=int, choices=contract.STYLE_SIZES, help="longer side of the result")
+    stylize.add_argument("--method", choices=contract.STYLE_METHODS, default=contract.STYLE_METHODS[0])
+    stylize.add_argument("--iterations", type=int, help="optimization steps for --method optimize (1..300)")
     stylize.add_argument("--out", type=Path, default=Path("outputs/client/stylized.png"), help="output PNG")
 
     diffuse = commands.add_parser("diffuse", parents=[common], help="diffusion digits, one PNG per image")
@@ -75,7 +77,14 @@ def _run(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - started
             _write_images(images, args.labels, args.out)
         elif args.command == "stylize":
-            image = client.stylize(args.content, style=args.style, alpha=args.alpha, size=args.size)
+            image = client.stylize(
+                args.content,
+                style=args.style,
+                alpha=args.alpha,
+                size=args.size,
+                method=args.method,
+                iterations=args.iterations,
+            )
             elapsed = time.perf_counter() - started
             save_png(image, args.out)
             print(f"wrote {image.shape[1]}x{image.shape[0]} image to {args.out}")

@@ -69,6 +69,11 @@ GUIDANCE = Bound("guidance", 0.0, 20.0, default=2.0)
 ETA = Bound("eta", 0.0, 1.0, default=0.0)
 PREVIEW_EVERY = Bound("preview_every", 0, 1000, default=0)
 
+ITERATIONS = Bound("iterations", 1, 300, default=50)
+"""Optimization steps of ``style_transfer``'s ``method="optimize"`` (ignored by the feed-forward mode)."""
+STYLE_METHODS = ("feed_forward", "optimize")
+"""``style_transfer``'s ``method`` input: the trained network (default) or Gatys et al.'s optimization."""
+
 STYLE_SIZES = (256, 512)
 """Longer-side sizes style-transfer inputs are resized to, so requests of one size batch together."""
 MAX_ENCODED_IMAGE_BYTES = 20 * 1024 * 1024
@@ -231,6 +236,8 @@ STYLE = Endpoint(
         Tensor("style_pixels", "UINT8", (-1, -1, 3), optional=True),
         Tensor("alpha", "FP32", (1,), optional=True, bound=ALPHA),
         Tensor("size", "INT32", (1,), optional=True, choices=STYLE_SIZES),
+        Tensor("method", "BYTES", (1,), optional=True),
+        Tensor("iterations", "INT32", (1,), optional=True, bound=ITERATIONS),
     ),
     outputs=(
         Tensor("image", "UINT8", (-1, -1, 3)),

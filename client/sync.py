@@ -133,6 +133,8 @@ class Client:
         style: ImageInput,
         alpha: float = 1.0,
         size: int | None = None,
+        method: str = "feed_forward",
+        iterations: int | None = None,
         timeout: float | None = None,
     ) -> np.ndarray:
         """Paint ``content`` in the style of ``style``.
@@ -142,12 +144,17 @@ class Client:
             style: The style image, in any of the same forms.
             alpha: Style strength, 0 (content only) to 1.
             size: Longer side of the result, one of 256 or 512; ``None`` lets the server choose.
+            method: ``"feed_forward"`` (the trained network, about a second) or ``"optimize"``
+                (Gatys et al.'s optimization of the image: slower, ``iterations`` steps).
+            iterations: Optimization steps for ``"optimize"`` (1..300, default 50).
             timeout: Deadline in seconds (default: the client's).
 
         Returns:
             uint8 ``[h, w, 3]``: the content's aspect ratio with its longer side at the size used.
         """
-        return self._infer(style_request(content, style, alpha, size), timeout)["image"][0]
+        return self._infer(style_request(content, style, alpha, size, method, iterations), timeout)["image"][
+            0
+        ]
 
     def diffuse(
         self,

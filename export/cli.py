@@ -20,7 +20,12 @@ EXPORT_DIR = Path(__file__).resolve().parent
 DEFAULT_REPOSITORY = MODEL_REPOSITORY
 DEFAULT_WEIGHTS = EXPORT_DIR / "weights"
 DEFAULT_REPORTS = EXPORT_DIR / "reports"
-MODELS = {"gan": "gan_generator", "diffusion": "diffusion_unet", "style": "style_network"}
+MODELS = {
+    "gan": "gan_generator",
+    "diffusion": "diffusion_unet",
+    "style": "style_network",
+    "style_optimize": "style_gradient",
+}
 """Family -> model-repository name (the names of ``genserve.server.model_names``)."""
 ENDPOINT_GRAPHS = {"gan": "gan"}
 """Family -> the endpoint written as one ONNX graph around the family's network."""
@@ -75,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--if-missing",
         action="store_true",
         help="export only the models whose model.onnx is missing or older than their weights",
+    )
+    parser.add_argument(
+        "--vgg-weights",
+        type=Path,
+        metavar="FILE",
+        help="torchvision VGG19 state dict (.pth or .safetensors): the encoder of the style optimization "
+        "(and of the style network when its checkpoint was trained on that file)",
     )
     parser.add_argument(
         "--benchmark-models",
@@ -257,6 +269,11 @@ def _export(models: list[str], variants: list[str], args: argparse.Namespace, sa
             from genserve.export.diffusion import load_unet
 
             spec = onnx_export.unet_spec(*load_unet(weights))
+        elif family == "style_optimize":
+            from genserve.export.style_optimize_export import export_style_optimizer
+
+            rows += export_style_optimizer(args.repository, args.weights_dir, args.vgg_weights, say)
+            continue
         else:
             from genserve.export.style_export import export_style
 
@@ -264,7 +281,13 @@ def _export(models: list[str], variants: list[str], args: argparse.Namespace, sa
                 raise CheckpointError(
                     f"weights not found: {weights} (train them with `genserve train style`)"
                 )
-            rows += export_style(version_dir, weights=weights, progress=say, quick=not measure)
+            rows += export_style(
+                version_dir,
+                weights=weights,
+                vgg_weights=_vgg_for_checkpoint(weights, args.vgg_weights, say),
+                progress=say,
+                quick=not measure,
+            )
             continue
         rows += onnx_export.export_model(
             spec, version_dir, variants=variants, classifier=classifier, measure=measure, progress=say
@@ -287,6 +310,21 @@ def _write_endpoint_graph(network: Path, endpoint_dir: Path, say) -> Path:  # no
         raise RuntimeError(f"{path}: {wrong} of {len(seeds)} images differ from the numpy latents' images")
     say(f"{endpoint_dir.name}: wrote {path}; its {len(seeds)} check images equal the numpy path's bytes")
     return path
+
+
+def _vgg_for_checkpoint(weights: Path, vgg_weights: Path | None, say) -> Path | None:  # noqa: ANN001
+    """``vgg_weights`` if the style checkpoint was trained on that file, else ``None`` (and why)."""
+    from genserve.export.style import checkpoint_config, file_sha256
+
+    config = checkpoint_config(weights)
+    if config.encoder == "torchvision":
+        return vgg_weights  # load_style_network checks the hash and names a missing file
+    if vgg_weights is not None and file_sha256(vgg_weights) != config.encoder_weights_sha256:
+        say(
+            f"style_network: {weights} was trained on the seeded encoder; it keeps it (retrain with "
+            f"`genserve train style --vgg-weights {vgg_weights}` to use those weights there too)"
+        )
+    return None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,14 @@ DIFFUSION_UNET = "diffusion_unet"
 STYLE_NETWORK = "style_network"
 """ONNX: ``content``, ``style`` FP32 [B, 3, H, W] in [-1, 1], ``alpha`` FP32 [B] -> ``image`` FP32."""
 
+STYLE_TARGETS = "style_targets"
+"""ONNX: ``content``, ``style`` FP32 [B, 3, H, W] -> ``content_features`` [B, 512, H/8, W/8], ``gram1`` ..
+``gram4`` FP32 [B, C, C] (C = 64, 128, 256, 512): the optimization's targets, once per request."""
+
+STYLE_GRADIENT = "style_gradient"
+"""ONNX: ``image`` FP32 [B, 3, H, W], the targets, ``alpha`` FP32 [B] -> ``gradient`` [B, 3, H, W],
+``loss`` [B]: one step of Gatys et al.'s optimization, written with forward operations only."""
+
 MODEL_FILENAME = "model.onnx"
 
 INPUT_BOUNDS_METADATA = "genserve.input_bounds"

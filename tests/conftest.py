@@ -34,7 +34,7 @@ def start_server(tmp_path: Path) -> Iterator:
 
 
 REPOSITORY = MODEL_REPOSITORY
-ONNX_MODELS = ("gan", "gan_generator", "diffusion_unet", "style_network")
+ONNX_MODELS = ("gan", "gan_generator", "diffusion_unet", "style_network", "style_targets", "style_gradient")
 
 
 @pytest.fixture(scope="session")

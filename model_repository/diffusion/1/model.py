@@ -26,6 +26,7 @@ from genserve.client.contract import (
     to_uint8,
 )
 from genserve.server.ddim import DDIMSchedule, UNetCall, initial_noise, sample_loop
+from genserve.server.iterative import Cancelled, drive
 from genserve.server.model_names import DIFFUSION_UNET
 from genserve.server.triton_glue import (
     Admission,
@@ -38,10 +39,6 @@ from genserve.server.triton_glue import (
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 INPUTS = DIFFUSION.input_names
-
-
-class Cancelled(Exception):
-    """The client cancelled the request or went away."""
 
 
 class TritonPythonModel:
@@ -137,18 +134,12 @@ class TritonPythonModel:
     ) -> np.ndarray:
         x_T = initial_noise(seeds, self.image_shape)
         loop = sample_loop(self.schedule, x_T, labels, steps=steps, guidance=guidance, eta=eta, seeds=seeds)
-        call = next(loop)
-        try:
-            while True:
-                if sender.is_cancelled():
-                    raise Cancelled
-                call = loop.send(await self._eps(call))
-                if preview_every and call.step % preview_every == 0:  # call.step = steps done so far
-                    sender.send(self._response(call.x[: len(labels)], call.step))
-        except StopIteration as done:
-            return done.value
-        finally:
-            loop.close()
+
+        def preview(call: UNetCall) -> None:
+            if preview_every and call.step % preview_every == 0:  # call.step = steps done so far
+                sender.send(self._response(call.x[: len(labels)], call.step))
+
+        return await drive(loop, self._eps, cancelled=sender.is_cancelled, on_progress=preview)
 
     async def _eps(self, call: UNetCall) -> np.ndarray:
         request = pb_utils.InferenceRequest(
