@@ -191,7 +191,13 @@ def build_vae(config: TextToImageConfig) -> AutoencoderKL:
 
 
 def build_unet(config: TextToImageConfig) -> UNet2DConditionModel:
-    """A freshly initialised UNet over latents; its first level cross-attends to the text."""
+    """A freshly initialised UNet over latents; its first level and middle cross-attend to the text.
+
+    The prompt also enters every residual block through the timestep embedding (diffusers'
+    ``addition_embed_type="text"``: attention pooling of the text states). Trained from scratch with
+    cross-attention alone, the text encoder collapsed to nearly prompt-independent states in 700
+    steps and the images ignored the prompt; the global path gives the prompt a direct route.
+    """
     levels = len(config.unet_channels)
     down = ("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (levels - 1)
     up = ("UpBlock2D",) * (levels - 1) + ("CrossAttnUpBlock2D",)
@@ -206,6 +212,8 @@ def build_unet(config: TextToImageConfig) -> UNet2DConditionModel:
         cross_attention_dim=config.text_width,
         attention_head_dim=config.unet_head_dim,
         norm_num_groups=config.groups,
+        addition_embed_type="text",
+        addition_embed_type_num_heads=config.text_heads,
     )
 
 

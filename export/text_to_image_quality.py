@@ -139,6 +139,11 @@ def evaluate(
         "vae_reconstruction_psnr": vae_psnr(pipe.vae, held_out.images),
         "sheet_prompts": write_sheet(pipe, Path(folder) / "samples.png", steps, guidance),
         "seconds": round(time.perf_counter() - start, 1),
+        "command": (
+            "python -m genserve.export.text_to_image_quality"
+            + ("" if Path(folder).resolve() == t2i.PIPELINE_DIR.resolve() else f" {folder}")
+            + f" --per-phrasing {per_phrasing} --steps {steps} --guidance {guidance}"
+        ),
     }
     card = read_card(folder)
     card["quality"] = quality
@@ -190,7 +195,8 @@ def render_card(card: dict) -> str:
             f"- Training phrasings: {', '.join(repr(t) for t in card['captions']['train_phrasings'])}; "
             f"caption dropout {card['captions']['caption_dropout']} (classifier-free guidance).",
             f"- Held out of training: {', '.join(repr(t) for t in card['captions']['held_out_phrasings'])}.",
-            f"- VAE {card['vae_steps']} steps, then UNet + text encoder {card['steps']} steps, batch "
+            f"- VAE {card['vae_steps']} steps (batch {card.get('vae_batch_size', card['batch_size'])}), "
+            f"then UNet + text encoder {card['steps']} steps, batch "
             f"{card['batch_size']}, seed {card['seed']}, {card['threads']} thread(s); {card['optimizer']}.",
             f"- Wall time {card['wall_time_s']['total']} s on a shared 2-core CPU host; final losses "
             f"{json.dumps(card['final_losses'])}.",
@@ -230,7 +236,8 @@ def render_card(card: dict) -> str:
             + "; ".join(f"{p!r}" for p in q["sheet_prompts"])
             + ".",
             "",
-            f"Figures: `python -m genserve.export.text_to_image_quality` ({q['seconds']} s).",
+            f"Figures: `{q.get('command', 'python -m genserve.export.text_to_image_quality')}` "
+            f"({q['seconds']} s on the same host).",
             "",
         ]
     return "\n".join(lines)

@@ -43,9 +43,14 @@ KL_WEIGHT = 1e-6
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; every default is the committed run's."""
     parser = argparse.ArgumentParser(prog="genserve train text_to_image", description=__doc__.splitlines()[0])
-    parser.add_argument("--vae-steps", type=int, default=1500, help="VAE steps (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=2500, help="UNet steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="rows per step (default: %(default)s)")
+    parser.add_argument("--vae-steps", type=int, default=600, help="VAE steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=1000, help="UNet steps (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="rows per UNet step (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--vae-batch-size", type=int, default=16, help="rows per VAE step (default: %(default)s)"
+    )
     parser.add_argument(
         "--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: %(default)s)"
     )
@@ -75,8 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     check_positive(parser, args)
-    if args.vae_steps < 1:
-        parser.error(f"--vae-steps={args.vae_steps} must be at least 1")
+    for name in ("vae_steps", "vae_batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be at least 1")
     return args
 
 
@@ -95,7 +101,7 @@ def train_vae(
     for step in tqdm(range(args.vae_steps), desc="vae", disable=args.no_progress, file=sys.stdout):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, args.vae_steps, 2 * args.lr)
-        index = torch.randint(0, len(images), (args.batch_size,), generator=rng)
+        index = torch.randint(0, len(images), (args.vae_batch_size,), generator=rng)
         x = random_shift(images[index], 2, rng)
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=rng)
@@ -237,6 +243,7 @@ def train(args: argparse.Namespace) -> dict:
         "vae_steps": args.vae_steps,
         "steps": args.steps,
         "batch_size": args.batch_size,
+        "vae_batch_size": args.vae_batch_size,
         "threads": args.threads,
         "optimizer": (
             f"AdamW, peak lr {2 * args.lr} (VAE) and {args.lr} (UNet + text encoder), warm-up + cosine "
@@ -246,7 +253,8 @@ def train(args: argparse.Namespace) -> dict:
         "final_losses": {"vae": vae_losses, "unet": unet_losses},
         "command": (
             f"genserve train text_to_image --vae-steps {args.vae_steps} --steps {args.steps} "
-            f"--batch-size {args.batch_size} --lr {args.lr} --seed {args.seed} --threads {args.threads}"
+            f"--batch-size {args.batch_size} --vae-batch-size {args.vae_batch_size} --lr {args.lr} "
+            f"--seed {args.seed} --threads {args.threads}"
         ),
     }
 
