@@ -32,6 +32,8 @@ STEPS = 25
 GUIDANCE = 4.0
 """Classifier-free guidance scale of the quality figures."""
 SEED_BASE = 3_000_000
+MIN_ACCURACY = 0.8
+"""The acceptance bound on held-out accuracy, per digit."""
 SHEET_SEEDS = 8
 
 
@@ -220,6 +222,16 @@ def render_card(card: dict) -> str:
             "",
             _table([(f"phrasing {t!r}", f"{a:.3f}") for t, a in q["accuracy_by_phrasing"].items()]),
             "",
+            *(
+                [
+                    f"**Below the bound of {MIN_ACCURACY:.0%} per digit**: the images do not follow "
+                    "the prompt "
+                    "yet (see the README of the project for what was found).",
+                    "",
+                ]
+                if acc["min"] < MIN_ACCURACY
+                else []
+            ),
             "Domain FID on the classifier's features, against the training digits (lower is better):",
             "",
             _table([(name, f"{value:.2f}") for name, value in q["fid"].items()]),

@@ -24,7 +24,8 @@ from genserve.export.captions import (
     held_out_prompts,
     training_captions,
 )
-from genserve.export.text_to_image_quality import read_card
+from genserve.export.data import load_split
+from genserve.export.text_to_image_quality import read_card, vae_psnr
 
 MIN_ACCURACY = 0.8
 
@@ -125,6 +126,12 @@ def test_a_row_is_the_same_alone_and_in_a_batch(pipe):
     alone = t2i.generate(pipe, prompts[1:2], seeds[1:2], steps=4, guidance=3.0)
     np.testing.assert_allclose(batched[1], alone[0], atol=2e-3)
     assert np.abs(batched[0] - batched[1]).max() > 0.1  # rows differ: the test could fail
+
+
+def test_committed_vae_reconstructs_held_out_digits(pipe):
+    _, held_out = load_split()
+    psnr = vae_psnr(pipe.vae, held_out.images[:64])
+    assert psnr["mean_db"] > 30.0, psnr
 
 
 @pytest.mark.slow
