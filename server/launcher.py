@@ -227,6 +227,7 @@ class EmbeddedServer:
         self._ended = threading.Lock()
         self._watch_thread: threading.Thread | None = None
         self._stubs: dict[str, int] = {}
+        self._watch_stubs = False
         self.reloads: list[str] = []
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -342,6 +343,8 @@ class EmbeddedServer:
         remove_stale_regions()
         self.exit_code = None
         self._regions = set()
+        self._stubs = {}
+        self._watch_stubs = False  # from readiness on: stubs that are still starting are not dead
         self._workdir = tempfile.TemporaryDirectory(prefix="genserve-triton-")
         backend_dir = build_backend_dir(Path(self._workdir.name) / "backends", install)
         self._log_tail.clear()
@@ -363,6 +366,7 @@ class EmbeddedServer:
         try:
             self._wait_ready()
             self._note_regions()
+            self._watch_stubs = True
             if self.front_proxy:
                 upstream = Upstream(http_port=self.triton_http_port, grpc_port=self.triton_grpc_port)
                 self._proxy = FrontProxy(
@@ -487,8 +491,9 @@ class EmbeddedServer:
                 ticks += 1
                 if ticks % 2 == 0:
                     self._note_regions()
-                with contextlib.suppress(Exception):  # a failed check must not end the watch
-                    self._check_stubs(process)
+                if self._watch_stubs:
+                    with contextlib.suppress(Exception):  # a failed check must not end the watch
+                        self._check_stubs(process)
         self._after_exit(process)
 
     def _check_stubs(self, process: subprocess.Popen[bytes]) -> None:
