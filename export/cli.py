@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from genserve.server.model_facts import ModelFactsError, read_facts
 from genserve.server.paths import MODEL_REPOSITORY, PROJECT_ROOT
 
 EXPORT_DIR = Path(__file__).resolve().parent
@@ -98,19 +99,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stale_models(models: list[str], repository: Path, weights_dir: Path) -> list[str]:
-    """The families whose ``model.onnx`` is missing or older than their weights (no torch needed)."""
+    """The families whose ``model.onnx`` files are missing or older than their weights, or whose
+    network says no facts (an export older than them; the pipelines need them). Needs no torch.
+    """
     stale = []
     for family in models:
         names = [MODELS[family], *([ENDPOINT_GRAPHS[family]] if family in ENDPOINT_GRAPHS else [])]
         weights = weights_dir / f"{family}.safetensors"
         for name in names:
             onnx_path = repository / name / "1" / "model.onnx"
-            if not onnx_path.is_file() or (
-                weights.is_file() and weights.stat().st_mtime > onnx_path.stat().st_mtime
+            if (
+                not onnx_path.is_file()
+                or (weights.is_file() and weights.stat().st_mtime > onnx_path.stat().st_mtime)
+                or (name == MODELS[family] and not _has_facts(onnx_path))
             ):
                 stale.append(family)
                 break
     return stale
+
+
+def _has_facts(path: Path) -> bool:
+    try:
+        return bool(read_facts(path))
+    except ModelFactsError:
+        return False
 
 
 def write_report(rows: list[dict], report_dir: Path) -> tuple[Path, Path]:

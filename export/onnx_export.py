@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,7 +35,7 @@ from genserve.client.contract import GAN_MAX_BATCH, NUM_CLASSES, to_uint8
 from genserve.export import diffusion, gan
 from genserve.export.classifier import DigitClassifier, per_label_accuracy, predict
 from genserve.export.sampling import diffusion_samples, evaluation_rows, gan_latents, gan_samples, torch_fn
-from genserve.server import ddim
+from genserve.server import ddim, model_facts
 from genserve.server.model_names import DIFFUSION_UNET, GAN_GENERATOR, MODEL_FILENAME
 
 OPSET = 18
@@ -69,6 +70,8 @@ class ModelSpec:
         calibration_inputs: ``() -> list of inputs`` (real data) for INT8 calibration.
         samples: ``fn -> images`` generated with a numpy function of the network, for quality.
         quantize_ops: Op types the INT8 variant quantizes.
+        facts: What the network says about itself, written into the ONNX metadata for the pipelines
+            (see :mod:`genserve.server.model_facts`).
     """
 
     name: str
@@ -80,6 +83,7 @@ class ModelSpec:
     calibration_inputs: Callable[[], list[tuple[np.ndarray, ...]]] = field(default=list)
     samples: Callable[[Fn], tuple[np.ndarray, np.ndarray]] | None = None
     quantize_ops: tuple[str, ...] = ("Conv",)
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 # -- the two networks ------------------------------------------------------------------------------
@@ -100,6 +104,7 @@ def gan_spec(generator: gan.Generator, name: str = GAN_GENERATOR, per_label: int
         labels, seeds = evaluation_rows(per_label)
         return gan_samples(fn, latent, labels, seeds), labels
 
+    config = generator.config
     return ModelSpec(
         name,
         generator,
@@ -110,6 +115,11 @@ def gan_spec(generator: gan.Generator, name: str = GAN_GENERATOR, per_label: int
         calibration,
         samples,
         ("Conv", "ConvTranspose"),
+        facts={
+            "latent_dim": latent,
+            "image_shape": [config.channels, config.image_size, config.image_size],
+            "num_classes": config.num_classes,
+        },
     )
 
 
@@ -143,8 +153,17 @@ def unet_spec(
         )
         return images, labels
 
+    facts = {"image_shape": [c, s, s], "num_classes": unet.config.num_classes, "schedule": schedule.to_dict()}
     return ModelSpec(
-        name, unet, ("x", "t", "y"), "eps", DIFFUSION_MAX_BATCH, random_inputs, calibration, samples
+        name,
+        unet,
+        ("x", "t", "y"),
+        "eps",
+        DIFFUSION_MAX_BATCH,
+        random_inputs,
+        calibration,
+        samples,
+        facts=facts,
     )
 
 
@@ -180,7 +199,18 @@ def export_onnx(spec: ModelSpec, path: Path) -> Path:
         dim = tensor.type.tensor_type.shape.dim[0]
         if not dim.dim_param:
             raise RuntimeError(f"{path}: {tensor.name} has a fixed batch dimension {dim.dim_value}")
+    write_facts(path, spec.facts)
     return path
+
+
+def write_facts(path: Path, facts: dict[str, Any]) -> None:
+    """Record ``facts`` in the ONNX file's metadata (replacing genserve's earlier entries)."""
+    if not facts:
+        return
+    model = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(model_facts.PREFIX)]
+    onnx.helper.set_model_props(model, dict(kept) | model_facts.facts_metadata(facts))
+    onnx.save(model, str(path))
 
 
 def ort_session(path: Path, threads: int = THREADS, providers: Sequence[str] = ("CPUExecutionProvider",)):  # noqa: ANN201

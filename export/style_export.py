@@ -35,6 +35,7 @@ from genserve.export.onnx_export import (
     ort_session,
     quantize_static_int8,
     tensorrt_unavailable_reason,
+    write_facts,
 )
 from genserve.export.style import StyleNetwork, load_style_network
 from genserve.server.model_names import STYLE_NETWORK
@@ -93,6 +94,7 @@ def export_onnx(network: StyleNetwork, path: Path) -> Path:
         verbose=False,
     )
     check_dynamic_dims(path)
+    write_facts(path, {"image_channels": 3, "size_multiple": 8})
     return path
 
 

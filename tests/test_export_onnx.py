@@ -18,6 +18,7 @@ import torch
 from genserve.export import cli, diffusion, gan, onnx_export
 from genserve.export.checkpoint import save_checkpoint
 from genserve.server.ddim import DDIMSchedule
+from genserve.server.model_facts import facts_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_GPU_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
@@ -155,7 +156,9 @@ def test_if_missing_is_cheap_when_models_are_newer_than_weights(tmp_path):
     for name in [*cli.MODELS.values(), *cli.ENDPOINT_GRAPHS.values()]:
         folder = tmp_path / "repo" / name / "1"
         folder.mkdir(parents=True)
-        (folder / "model.onnx").write_bytes(b"x")
+        model = onnx.ModelProto()
+        onnx.helper.set_model_props(model, facts_metadata({"network": name}))
+        (folder / "model.onnx").write_bytes(model.SerializeToString())
     assert cli.stale_models(list(cli.MODELS), tmp_path / "repo", weights) == []
     argv = ["--if-missing", "--repository", str(tmp_path / "repo"), "--weights-dir", str(weights)]
     code = f"import sys; from genserve.export.cli import main; assert main({argv!r}) == 0;"
@@ -170,6 +173,10 @@ def test_if_missing_is_cheap_when_models_are_newer_than_weights(tmp_path):
     os.utime(weights / "gan.safetensors", (0, 0))
     (tmp_path / "repo" / cli.ENDPOINT_GRAPHS["gan"] / "1" / "model.onnx").unlink()
     assert cli.stale_models(list(cli.MODELS), tmp_path / "repo", weights) == ["gan"]  # the endpoint graph
+    (tmp_path / "repo" / "style_network" / "1" / "model.onnx").write_bytes(
+        onnx.ModelProto().SerializeToString()
+    )
+    assert cli.stale_models(["style"], tmp_path / "repo", weights) == ["style"]  # an export without facts
 
 
 @pytest.mark.gpu

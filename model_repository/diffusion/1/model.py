@@ -27,6 +27,7 @@ from genserve.client.contract import (
 )
 from genserve.server.ddim import DDIMSchedule, UNetCall, initial_noise, sample_loop
 from genserve.server.iterative import Cancelled, drive
+from genserve.server.model_facts import check_image_output, network_facts
 from genserve.server.model_names import DIFFUSION_UNET
 from genserve.server.triton_glue import (
     Admission,
@@ -47,14 +48,11 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config["parameters"].items()}
-        self.schedule = DDIMSchedule(
-            num_train_timesteps=int(params["num_train_timesteps"]),
-            beta_schedule=params["beta_schedule"],
-            beta_start=float(params["beta_start"]),
-            beta_end=float(params["beta_end"]),
-        )
-        self.image_shape = tuple(int(d) for d in params["image_shape"].split(","))  # (C, H, W)
         self.unet = params.get("unet", DIFFUSION_UNET)
+        facts = network_facts(args["model_repository"], self.unet, "schedule", "image_shape")
+        self.schedule = DDIMSchedule.from_dict(facts["schedule"])
+        self.image_shape = tuple(facts["image_shape"])  # (C, H, W)
+        check_image_output(config, self.image_shape)
         # Decoupled requests never wait in Triton's queue: admission is bounded here instead.
         self.max_active = int(params.get("max_concurrent_requests", "64"))
         self.active = 0
