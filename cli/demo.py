@@ -1,4 +1,4 @@
-"""The main job: serve the models and produce images through Triton's own client.
+"""The main job: serve the models and produce images through genserve's own client.
 
 It exports the models (or reuses the ONNX files already there), starts the embedded Triton server,
 calls every endpoint, writes the images and prints the latency per endpoint.
@@ -8,39 +8,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import queue
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 from PIL import Image
 
+from genserve.client import Client, contact_sheet, save_png
 from genserve.client.contract import NUM_CLASSES
 from genserve.server.launcher import EmbeddedServer
 from genserve.server.paths import MODEL_REPOSITORY
 
 
-def grid(images: np.ndarray, columns: int, scale: int = 1) -> Image.Image:
-    """Tile uint8 NHWC images into one picture, ``columns`` per row."""
-    count, height, width, channels = images.shape
-    rows = -(-count // columns)
-    sheet = np.zeros((rows * height, columns * width, channels), np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        sheet[r * height : (r + 1) * height, c * width : (c + 1) * width] = image
-    picture = Image.fromarray(sheet[..., 0] if channels == 1 else sheet)
-    return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
-
-
-def tensor(name: str, array: np.ndarray, dtype: str) -> grpcclient.InferInput:
-    """A gRPC input tensor holding ``array``."""
-    item = grpcclient.InferInput(name, list(array.shape), dtype)
-    item.set_data_from_numpy(array)
-    return item
+def save_grid(images: np.ndarray, path: Path) -> None:
+    """Ten images a row, twice their size, no gaps."""
+    save_png(contact_sheet(images, columns=NUM_CLASSES, scale=2, padding=0), path)
 
 
 @contextlib.contextmanager
@@ -51,16 +37,16 @@ def timed(label: str, timings: dict[str, float]) -> Iterator[None]:
     timings[label] = time.perf_counter() - start
 
 
-def run_gan(client: grpcclient.InferenceServerClient, output: Path, timings: dict[str, float]) -> None:
+def run_gan(client: Client, output: Path, timings: dict[str, float]) -> None:
     """A 10 x 10 grid: ten seeds for each label."""
-    seeds = np.arange(100, dtype=np.int64).reshape(-1, 1)
-    labels = (np.arange(100) % NUM_CLASSES).astype(np.int64).reshape(-1, 1)
-    client.infer("gan", [tensor("seed", seeds[:1], "INT64"), tensor("label", labels[:1], "INT64")])  # connect
+    seeds = np.arange(100, dtype=np.int64)
+    labels = np.arange(100, dtype=np.int64) % NUM_CLASSES
+    client.generate(labels[:1], seeds=seeds[:1])  # connect
     with timed("gan: 1 image", timings):
-        client.infer("gan", [tensor("seed", seeds[:1], "INT64"), tensor("label", labels[:1], "INT64")])
+        client.generate(labels[:1], seeds=seeds[:1])
     with timed("gan: 100 images", timings):
-        images = client.infer("gan", [tensor("seed", seeds, "INT64"), tensor("label", labels, "INT64")])
-    grid(images.as_numpy("image"), columns=NUM_CLASSES, scale=2).save(output / "gan_grid.png")
+        images = client.generate(labels, seeds=seeds)
+    save_grid(images, output / "gan_grid.png")
 
 
 def demo_photos() -> tuple[np.ndarray, np.ndarray]:
@@ -70,18 +56,11 @@ def demo_photos() -> tuple[np.ndarray, np.ndarray]:
     return load_sample_image("china.jpg"), load_sample_image("flower.jpg")
 
 
-def run_style(client: grpcclient.InferenceServerClient, output: Path, timings: dict[str, float]) -> None:
+def run_style(client: Client, output: Path, timings: dict[str, float]) -> None:
     """Content | style | stylized, side by side."""
     content, style = demo_photos()
-    inputs = [
-        tensor("content_pixels", content[None], "UINT8"),
-        tensor("style_pixels", style[None], "UINT8"),
-        tensor("alpha", np.array([[1.0]], np.float32), "FP32"),
-    ]
-    outputs = [grpcclient.InferRequestedOutput("image"), grpcclient.InferRequestedOutput("size")]
     with timed("style_transfer: 427x640 photo", timings):
-        result = client.infer("style_transfer", inputs, outputs=outputs)
-    stylized = result.as_numpy("image")[0]
+        stylized = client.stylize(content, style=style, alpha=1.0)
     height = stylized.shape[0]
     panels = [
         Image.fromarray(image).resize((round(image.shape[1] * height / image.shape[0]), height))
@@ -93,35 +72,19 @@ def run_style(client: grpcclient.InferenceServerClient, output: Path, timings: d
         sheet.paste(panel, (x, 0))
         x += panel.width
     sheet.save(output / "stylized.png")
-    print(f"  style_transfer canvas size used: {int(result.as_numpy('size')[0, 0])}")
+    print(f"  style_transfer canvas size used: {max(stylized.shape[:2])}")  # the longer side
 
 
-def run_diffusion(client: grpcclient.InferenceServerClient, output: Path, timings: dict[str, float]) -> None:
-    """Two concurrent streamed requests of ten labels each (their UNet steps share batches)."""
-    responses: queue.Queue = queue.Queue()
-    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+def run_diffusion(client: Client, output: Path, timings: dict[str, float]) -> None:
+    """Two concurrent requests of ten labels each (their UNet steps share batches on the server)."""
     labels = np.arange(NUM_CLASSES, dtype=np.int64)
-    requests = {f"row{r}": (labels, np.arange(NUM_CLASSES, dtype=np.int64) + 1000 * r) for r in range(2)}
+    rows = [np.arange(NUM_CLASSES, dtype=np.int64) + 1000 * r for r in range(2)]
     start = time.perf_counter()
-    for request_id, (row_labels, seeds) in requests.items():
-        inputs = [
-            tensor("label", row_labels, "INT64"),
-            tensor("seed", seeds, "INT64"),
-            tensor("steps", np.array([20], np.int32), "INT32"),
-            tensor("guidance", np.array([2.0], np.float32), "FP32"),
-        ]
-        client.async_stream_infer("diffusion", inputs, request_id=request_id)
-    images: dict[str, np.ndarray] = {}
-    while len(images) < len(requests):
-        result, error = responses.get(timeout=300)
-        if error is not None:
-            raise error
-        images[result.get_response().id] = result.as_numpy("image")
+    with ThreadPoolExecutor(len(rows)) as pool:
+        calls = [pool.submit(client.diffuse, labels, seeds=seeds, steps=20, guidance=2.0) for seeds in rows]
+        images = [call.result() for call in calls]
     timings["diffusion: 2 x 10 images, 20 steps"] = time.perf_counter() - start
-    client.stop_stream()
-    grid(np.concatenate([images[k] for k in sorted(images)]), columns=NUM_CLASSES, scale=2).save(
-        output / "diffusion_grid.png"
-    )
+    save_grid(np.concatenate(images), output / "diffusion_grid.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,13 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     with EmbeddedServer(args.model_repository, log_file=args.output / "server.log") as server:
         ready = time.perf_counter() - started
         print(f"server ready in {ready:.1f} s: gRPC {server.grpc_url}, HTTP {server.http_url}")
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        try:
+        with Client(server.grpc_url, timeout=300) as client:
             run_gan(client, args.output, timings)
             run_style(client, args.output, timings)
             run_diffusion(client, args.output, timings)
-        finally:
-            client.close()
     print("latency per endpoint (one call each, gRPC):")
     for label, seconds in timings.items():
         print(f"  {label:<40} {seconds * 1000:8.1f} ms")

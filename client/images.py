@@ -96,7 +96,12 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str]) -> Path:
 
 
 def contact_sheet(
-    images: np.ndarray | Sequence[np.ndarray], *, columns: int | None = None, scale: int = 1, padding: int = 2
+    images: np.ndarray | Sequence[np.ndarray],
+    *,
+    columns: int | None = None,
+    scale: int = 1,
+    padding: int = 2,
+    background: int = 0,
 ) -> np.ndarray:
     """Tile images of one size into one image, row by row.
 
@@ -104,7 +109,8 @@ def contact_sheet(
         images: uint8 ``[N, H, W, C]`` (or a sequence of ``[H, W, C]``).
         columns: Images per row; defaults to about the square root of N.
         scale: Integer upscaling (nearest neighbour), handy for 32x32 digits.
-        padding: Pixels of black between and around tiles.
+        padding: Pixels of ``background`` between and around tiles.
+        background: Grey level of the padding, 0 (black) to 255.
 
     Returns:
         uint8 ``[rows * (H * scale + padding) + padding, ..., C]``.
@@ -121,8 +127,10 @@ def contact_sheet(
     count, height, width, channels = stack.shape
     columns = columns or int(np.ceil(np.sqrt(count)))
     rows = int(np.ceil(count / columns))
-    sheet = np.zeros(
-        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), dtype=np.uint8
+    sheet = np.full(
+        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels),
+        background,
+        dtype=np.uint8,
     )
     for index, image in enumerate(stack):
         top = padding + (index // columns) * (height + padding)

@@ -31,6 +31,8 @@ MODELS = {
 ENDPOINT_GRAPHS = {"gan": "gan"}
 """Family -> the endpoint written as one ONNX graph around the family's network."""
 VARIANTS = ("ortopt", "int8", "fp16", "tensorrt")
+FACT_FAMILIES = ("gan", "diffusion", "style")
+"""The families the one export loop writes, with their facts in the network's metadata."""
 BENCHMARK_MODELS = {"gan_dcgan64": "dcgan64 generator, 64x64x3", "diffusion_unet_small": "small UNet"}
 
 
@@ -99,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stale_models(models: list[str], repository: Path, weights_dir: Path) -> list[str]:
-    """The families whose ``model.onnx`` files are missing or older than their weights, or whose
-    network says no facts (an export older than them; the pipelines need them). Needs no torch.
+    """The families with a ``model.onnx`` missing, older than the weights, or a network without facts.
+
+    Needs no torch. A network without facts comes from an export older than them; the pipelines need them.
     """
     stale = []
     for family in models:
@@ -111,7 +114,7 @@ def stale_models(models: list[str], repository: Path, weights_dir: Path) -> list
             if (
                 not onnx_path.is_file()
                 or (weights.is_file() and weights.stat().st_mtime > onnx_path.stat().st_mtime)
-                or (name == MODELS[family] and not _has_facts(onnx_path))
+                or (name == MODELS[family] and family in FACT_FAMILIES and not _has_facts(onnx_path))
             ):
                 stale.append(family)
                 break
@@ -257,56 +260,57 @@ def _export(models: list[str], variants: list[str], args: argparse.Namespace, sa
     import torch
 
     from genserve.export import onnx_export
-    from genserve.export.checkpoint import CheckpointError
 
     torch.set_num_threads(onnx_export.THREADS)
     rows: list[dict] = []
     measure = not args.no_report
-    classifier = None
-    if measure and {"gan", "diffusion"} & set(models):
-        from genserve.export.classifier import load_classifier
-
-        try:
-            classifier = load_classifier(args.weights_dir / "classifier.safetensors")
-        except CheckpointError as error:
-            say(f"quality figures skipped: {error}")
+    digits = {"gan", "diffusion"} & set(models)
+    classifier = _classifier(args.weights_dir, say) if measure and digits else None
     for family in models:
-        version_dir = args.repository / MODELS[family] / "1"
-        weights = args.weights_dir / f"{family}.safetensors"
-        if family == "gan":
-            from genserve.export.gan import load_generator
-
-            spec = onnx_export.gan_spec(load_generator(weights))
-        elif family == "diffusion":
-            from genserve.export.diffusion import load_unet
-
-            spec = onnx_export.unet_spec(*load_unet(weights))
-        elif family == "style_optimize":
+        if family == "style_optimize":
             from genserve.export.style_optimize_export import export_style_optimizer
 
             rows += export_style_optimizer(args.repository, args.weights_dir, args.vgg_weights, say)
             continue
-        else:
-            from genserve.export.style_export import export_style
-
-            if not weights.is_file():
-                raise CheckpointError(
-                    f"weights not found: {weights} (train them with `genserve train style`)"
-                )
-            rows += export_style(
-                version_dir,
-                weights=weights,
-                vgg_weights=_vgg_for_checkpoint(weights, args.vgg_weights, say),
-                progress=say,
-                quick=not measure,
-            )
-            continue
-        rows += onnx_export.export_model(
-            spec, version_dir, variants=variants, classifier=classifier, measure=measure, progress=say
-        )
+        weights = args.weights_dir / f"{family}.safetensors"
+        spec = _spec(family, weights, classifier, args, say)
+        version_dir = args.repository / MODELS[family] / "1"
+        rows += onnx_export.export_model(spec, version_dir, variants=variants, measure=measure, progress=say)
         if family in ENDPOINT_GRAPHS:
             _write_endpoint_graph(version_dir / "model.onnx", args.repository / ENDPOINT_GRAPHS[family], say)
     return rows
+
+
+def _classifier(weights_dir: Path, say):  # noqa: ANN001, ANN202 - a DigitClassifier or None
+    from genserve.export.checkpoint import CheckpointError
+    from genserve.export.classifier import load_classifier
+
+    try:
+        return load_classifier(weights_dir / "classifier.safetensors")
+    except CheckpointError as error:
+        say(f"quality figures skipped: {error}")
+        return None
+
+
+def _spec(family: str, weights: Path, classifier, args: argparse.Namespace, say):  # noqa: ANN001, ANN202
+    """The export spec of one family, from its trained weights."""
+    from genserve.export import onnx_export
+    from genserve.export.checkpoint import CheckpointError
+
+    if family == "gan":
+        from genserve.export.gan import load_generator
+
+        return onnx_export.gan_spec(load_generator(weights), classifier=classifier)
+    if family == "diffusion":
+        from genserve.export.diffusion import load_unet
+
+        return onnx_export.unet_spec(*load_unet(weights), classifier=classifier)
+    from genserve.export.style import load_style_network
+    from genserve.export.style_export import style_spec
+
+    if not weights.is_file():
+        raise CheckpointError(f"weights not found: {weights} (train them with `genserve train style`)")
+    return style_spec(load_style_network(weights, _vgg_for_checkpoint(weights, args.vgg_weights, say)))
 
 
 def _write_endpoint_graph(network: Path, endpoint_dir: Path, say) -> Path:  # noqa: ANN001

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from genserve.client.contract import seeded_normal, to_uint8
+from genserve.client.images import contact_sheet as images_sheet
+from genserve.client.images import save_png
 from genserve.server import ddim
 
 
@@ -88,17 +90,5 @@ def evaluation_rows(per_label: int, seed_base: int = 1_000_000) -> tuple[np.ndar
 
 def contact_sheet(images: np.ndarray, columns: int, path: Path, scale: int = 2) -> Path:
     """Write float images ``[N, C, H, W]`` in [-1, 1] as one PNG grid, ``columns`` wide, ``scale``-fold."""
-    from PIL import Image
-
-    tiles = to_uint8(images)  # (N, H, W, C)
-    N, H, W, C = tiles.shape
-    rows = -(-N // columns)
-    sheet = np.full((rows * (H + 2), columns * (W + 2), C), 64, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        sheet[r * (H + 2) + 1 : r * (H + 2) + 1 + H, c * (W + 2) + 1 : c * (W + 2) + 1 + W] = tile
-    image = Image.fromarray(sheet[..., 0] if C == 1 else sheet)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    sheet = images_sheet(to_uint8(images), columns=columns, scale=scale, padding=2 * scale, background=64)
+    return save_png(sheet, path)

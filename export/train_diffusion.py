@@ -14,17 +14,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from genserve.export.checkpoint import card_path, save_checkpoint, weights_path, write_card
+from genserve.export.checkpoint import save_checkpoint, weights_path
 from genserve.export.data import batches, load_split
 from genserve.export.diffusion import DEFAULT, FAMILY, UNet
 from genserve.export.training import (
-    DATA_NOTE,
     EMA,
     RunningMean,
     Stopwatch,
     add_common_arguments,
     check_positive,
     cosine_lr,
+    finish_training,
     seed_everything,
 )
 from genserve.server.ddim import UNCONDITIONAL_LABEL, DDIMSchedule
@@ -71,28 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         losses.add(mse=loss.item())
     path = weights_path(FAMILY, args.out)
     save_checkpoint(path, FAMILY, {"unet": config.to_dict(), "schedule": schedule.to_dict()}, ema.module)
-    card = {
-        "family": FAMILY,
-        "model": "class-conditional UNet (eps prediction), EMA weights",
-        "config": config.to_dict(),
-        "schedule": schedule.to_dict(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "data": DATA_NOTE,
-        "label_dropout": LABEL_DROPOUT,
-        "seed": args.seed,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "optimizer": f"AdamW peak lr={args.lr}, warm-up + cosine decay, grad clip 1.0, EMA decay 0.999",
-        "wall_time_s": clock.seconds(),
-        "final_losses": losses.means(),
-    }
-    write_card(card_path(FAMILY, args.out), card)
-    print(f"wrote {path} and {card_path(FAMILY, args.out)} ({card['wall_time_s']} s)")
-    if not args.no_eval:
-        from genserve.export.evaluate import main as evaluate
-
-        return evaluate(["diffusion", "--weights-dir", str(args.out)])
-    return 0
+    return finish_training(
+        FAMILY,
+        args,
+        path,
+        clock,
+        losses,
+        model="class-conditional UNet (eps prediction), EMA weights",
+        config=config.to_dict(),
+        schedule=schedule.to_dict(),
+        parameters=sum(p.numel() for p in model.parameters()),
+        label_dropout=LABEL_DROPOUT,
+        optimizer=f"AdamW peak lr={args.lr}, warm-up + cosine decay, grad clip 1.0, EMA decay 0.999",
+    )
 
 
 if __name__ == "__main__":

@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from genserve.export.checkpoint import card_path, save_checkpoint, weights_path, write_card
+from genserve.export.checkpoint import save_checkpoint, weights_path
 from genserve.export.data import batches, load_split
 from genserve.export.gan import DIGITS, FAMILY, Discriminator, Generator, init_weights
 from genserve.export.training import (
-    DATA_NOTE,
     EMA,
     RunningMean,
     Stopwatch,
     add_common_arguments,
     check_positive,
+    finish_training,
     seed_everything,
 )
 
@@ -85,27 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     recalibrate_batch_norm(generator, batches_=min(50, args.steps), batch_size=256, seed=args.seed)
     path = weights_path(FAMILY, args.out)
     save_checkpoint(path, FAMILY, config.to_dict(), generator)
-    card = {
-        "family": FAMILY,
-        "model": "conditional DCGAN generator (projection discriminator); EMA weights, recalibrated BN",
-        "config": config.to_dict(),
-        "parameters": sum(p.numel() for p in generator.parameters()),
-        "latent": "z = seeded_normal(seeds, latent_dim, stream=0) (genserve.client.contract)",
-        "data": DATA_NOTE,
-        "seed": args.seed,
-        "steps": args.steps,
-        "batch_size": B,
-        "optimizer": f"Adam lr={args.lr} betas=(0.5, 0.999), EMA decay 0.999",
-        "wall_time_s": clock.seconds(),
-        "final_losses": losses.means(),
-    }
-    write_card(card_path(FAMILY, args.out), card)
-    print(f"wrote {path} and {card_path(FAMILY, args.out)} ({card['wall_time_s']} s)")
-    if not args.no_eval:
-        from genserve.export.evaluate import main as evaluate
-
-        return evaluate(["gan", "--weights-dir", str(args.out)])
-    return 0
+    return finish_training(
+        FAMILY,
+        args,
+        path,
+        clock,
+        losses,
+        model="conditional DCGAN generator (projection discriminator); EMA weights, recalibrated BN",
+        config=config.to_dict(),
+        parameters=sum(p.numel() for p in generator.parameters()),
+        latent="z = seeded_normal(seeds, latent_dim, stream=0) (genserve.client.contract)",
+        optimizer=f"Adam lr={args.lr} betas=(0.5, 0.999), EMA decay 0.999",
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genserve.export.checkpoint import WEIGHTS_DIR
+from genserve.export.checkpoint import WEIGHTS_DIR, card_path, write_card
 
 
 def seed_everything(seed: int, threads: int = 2) -> torch.Generator:
@@ -106,6 +106,37 @@ class Stopwatch:
     def seconds(self) -> float:
         """Seconds elapsed, rounded to 0.1."""
         return round(time.perf_counter() - self.start, 1)
+
+
+def finish_training(
+    family: str,
+    args: argparse.Namespace,
+    weights: Path,
+    clock: Stopwatch,
+    losses: RunningMean,
+    **card: object,
+) -> int:
+    """Write the family's card (``card`` plus the run's settings and figures), then evaluate the weights.
+
+    Returns:
+        The evaluation's exit code, or 0 with ``--no-eval``.
+    """
+    card = {
+        "family": family,
+        **card,
+        "data": card.pop("data", DATA_NOTE),
+        "seed": args.seed,
+        "steps": args.steps,
+    }
+    card |= {"batch_size": args.batch_size, "optimizer": card.pop("optimizer")}
+    card |= {"wall_time_s": clock.seconds(), "final_losses": losses.means()}
+    write_card(card_path(family, args.out), card)
+    print(f"wrote {weights} and {card_path(family, args.out)} ({card['wall_time_s']} s)")
+    if args.no_eval:
+        return 0
+    from genserve.export.evaluate import main as evaluate
+
+    return evaluate([family, "--weights-dir", str(args.out)])
 
 
 DATA_NOTE = (

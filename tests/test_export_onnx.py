@@ -94,10 +94,8 @@ def test_variants_are_built_checked_and_reported(tmp_path):
     from genserve.export.classifier import ClassifierConfig, DigitClassifier
 
     classifier = DigitClassifier(ClassifierConfig(width=4, features=8)).eval()
-    spec = onnx_export.gan_spec(_tiny_generator(), per_label=2)
-    rows = onnx_export.export_model(
-        spec, tmp_path / "1", classifier=classifier, variants=("ortopt", "fp16", "tensorrt")
-    )
+    spec = onnx_export.gan_spec(_tiny_generator(), per_label=2, classifier=classifier)
+    rows = onnx_export.export_model(spec, tmp_path / "1", variants=("ortopt", "fp16", "tensorrt"))
     by_variant = {r["variant"]: r for r in rows}
     assert set(by_variant) == {"fp32", "ortopt", "fp16", "tensorrt"}
     for name in ("fp32", "ortopt"):

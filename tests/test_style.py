@@ -180,7 +180,8 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_export_parity_and_variants(tmp_path: Path) -> None:
-    from genserve.export.style_export import PARITY_TOLERANCE, export_style
+    from genserve.export.onnx_export import PARITY_TOLERANCE
+    from genserve.export.style_export import export_style
 
     rows = export_style(
         tmp_path / "1",
@@ -188,7 +189,6 @@ def test_export_parity_and_variants(tmp_path: Path) -> None:
         batch_sizes=(1, 3),
         size=64,
         large_size=128,
-        repeats=1,
     )
     by_variant = {row["variant"]: row for row in rows}
     assert list(by_variant) == ["fp32", "ortopt", "int8", "fp16", "tensorrt"]
