@@ -46,7 +46,7 @@ def build_infer(onnx_path: Path, latent_dim: int):  # noqa: ANN201 - a PyTriton 
     import onnxruntime as ort
     from pytriton.decorators import batch
 
-    from genserve.client.contract import seeded_normal, to_uint8
+    from genserve.client.contract import gan_latents, to_uint8
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
@@ -55,7 +55,7 @@ def build_infer(onnx_path: Path, latent_dim: int):  # noqa: ANN201 - a PyTriton 
 
     @batch
     def infer(seed: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
-        z = seeded_normal(seed.reshape(-1), latent_dim)
+        z = gan_latents(seed, latent_dim)
         images = session.run(None, {"z": z, "label": label.reshape(-1).astype(np.int64)})[0]
         return {"image": to_uint8(images)}
 

@@ -35,10 +35,10 @@ import numpy as np
 import onnx
 import torch
 
-from genserve.client.contract import GAN_MAX_BATCH, NUM_CLASSES, to_uint8
+from genserve.client.contract import GAN_MAX_BATCH, NUM_CLASSES, gan_latents, to_uint8
 from genserve.export import diffusion, gan
 from genserve.export.classifier import DigitClassifier, per_label_accuracy, predict
-from genserve.export.sampling import diffusion_samples, evaluation_rows, gan_latents, gan_samples, torch_fn
+from genserve.export.sampling import diffusion_samples, evaluation_rows, gan_samples, torch_fn
 from genserve.server import ddim, model_facts
 from genserve.server.model_names import DIFFUSION_UNET, GAN_GENERATOR, MODEL_FILENAME
 

@@ -13,15 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genserve.client.contract import seeded_normal, to_uint8
+from genserve.client.contract import gan_latents, to_uint8
 from genserve.client.images import contact_sheet as images_sheet
 from genserve.client.images import save_png
 from genserve.server import ddim
-
-
-def gan_latents(seeds: np.ndarray, latent_dim: int) -> np.ndarray:
-    """``z`` for each seed: float32 ``[N, latent_dim]``."""
-    return seeded_normal(seeds, latent_dim, stream=0)
 
 
 def torch_fn(module: torch.nn.Module) -> Callable[..., np.ndarray]:

@@ -16,8 +16,8 @@ from genserve.benchmarks.calls import Target
 from genserve.benchmarks.diffusion_bench import in_process_rate
 from genserve.benchmarks.flops import count_flops
 from genserve.benchmarks.pbtxt import read_config
-from genserve.benchmarks.tables import best_under_bound
 from genserve.benchmarks.repository import build_repository
+from genserve.benchmarks.tables import best_under_bound
 from genserve.server.paths import MODEL_REPOSITORY
 
 
