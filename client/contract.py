@@ -379,7 +379,7 @@ def seeded_normal(seeds: np.ndarray, size: int, stream: int = 0) -> np.ndarray:
 def gan_latents(seeds: np.ndarray, latent_dim: int) -> np.ndarray:
     """The GAN's ``z`` for each seed, float32 ``[N, latent_dim]``: the one seed-to-latent rule.
 
-    The serving pipeline, the export's checks and the benchmark peer all draw latents here, so one
-    seed gives one image wherever it is generated.
+    The export's checks, the check of the ``gan`` graph (which computes the same in ONNX) and the
+    benchmark peer all draw latents here, so one seed gives one image wherever it is generated.
     """
     return seeded_normal(np.asarray(seeds).reshape(-1), latent_dim, stream=0)

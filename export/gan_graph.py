@@ -223,6 +223,6 @@ def endpoint_mismatches(endpoint_path: Path, generator_path: Path, seeds: np.nda
     seeds = np.asarray(seeds, dtype=np.int64)
     labels = np.arange(len(seeds), dtype=np.int64) % contract.NUM_CLASSES
     (images,) = endpoint.run(["image"], {"seed": seeds.reshape(-1, 1), "label": labels.reshape(-1, 1)})
-    z = contract.seeded_normal(seeds, _latent_dim(onnx.load(str(generator_path))))
+    z = contract.gan_latents(seeds, _latent_dim(onnx.load(str(generator_path))))
     (reference,) = generator.run(["image"], {"z": z, "label": labels})
     return int(np.any(images != contract.to_uint8(reference), axis=(1, 2, 3)).sum())
