@@ -13,10 +13,11 @@ import numpy as np
 
 from genserve.client import contract
 from genserve.client.errors import InvalidInputError, checked
-from genserve.client.images import ImageInput, image_tensor
+from genserve.client.images import ImageInput, encoded_image, image_tensor
 
 Labels = int | Sequence[int] | np.ndarray
 Seeds = int | Sequence[int] | np.ndarray | None
+Prompts = str | bytes | Sequence[str | bytes]
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,73 @@ def diffusion_request(
         ("image", "step"),
         queue_timeout=False,
     )
+
+
+def prompt_rows(prompts: Prompts, name: str, endpoint: contract.Endpoint) -> np.ndarray:
+    """Prompts as a BYTES array ``[N]`` of UTF-8 text, one image each.
+
+    Raises:
+        InvalidInputError: naming the argument, for a wrong type, bytes that are not UTF-8, or too many.
+    """
+    items = [prompts] if isinstance(prompts, (str, bytes)) else list(prompts)
+    checked(endpoint.check_images, len(items), name)
+    rows = []
+    for row, item in enumerate(items):
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        elif not isinstance(item, bytes):
+            raise InvalidInputError(f"{name}[{row}] must be a string; got {type(item).__name__}")
+        try:
+            item.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{name}[{row}] is not valid UTF-8") from None
+        rows.append(item)
+    return np.array(rows, dtype=np.object_)
+
+
+def text_to_image_request(
+    prompts: Prompts,
+    seeds: Seeds,
+    negative_prompts: Prompts | None,
+    steps: int,
+    guidance: float,
+    eta: float,
+    init_images: Sequence[ImageInput] | None,
+    strength: float,
+    preview_every: int,
+    rng: np.random.Generator,
+) -> InferRequest:
+    """The ``text_to_image`` request (decoupled: no batch dimension, scalars as ``[1]``).
+
+    One image per prompt; ``negative_prompts`` as one string for every prompt or one per prompt;
+    ``init_images`` one per prompt, sent encoded (arrays and PIL images as PNG).
+    """
+    prompt = prompt_rows(prompts, "prompt", contract.TEXT_TO_IMAGE)
+    rows = len(prompt)
+    inputs = {
+        "prompt": prompt,
+        "seed": seed_rows(seeds, rows, rng, contract.TEXT_TO_IMAGE),
+        "steps": scalar(steps, contract.STEPS, "int"),
+        "guidance": scalar(guidance, contract.GUIDANCE, "float"),
+        "eta": scalar(eta, contract.ETA, "float"),
+        "preview_every": scalar(preview_every, contract.PREVIEW_EVERY, "int"),
+    }
+    if negative_prompts is not None:
+        if isinstance(negative_prompts, (str, bytes)):
+            negative_prompts = [negative_prompts] * rows
+        negative = prompt_rows(negative_prompts, "negative_prompt", contract.TEXT_TO_IMAGE)
+        if len(negative) != rows:
+            raise InvalidInputError(
+                f"negative_prompt has {len(negative)} values; expected {rows}, one per prompt"
+            )
+        inputs["negative_prompt"] = negative
+    if init_images is not None:
+        images = [encoded_image(image, f"init_image[{i}]") for i, image in enumerate(init_images)]
+        if len(images) != rows:
+            raise InvalidInputError(f"init_image has {len(images)} values; expected {rows}, one per prompt")
+        inputs["init_image"] = np.array(images, dtype=np.object_)
+        inputs["strength"] = scalar(strength, contract.STRENGTH, "float")
+    return InferRequest(contract.TEXT_TO_IMAGE_MODEL, inputs, ("image", "step"), queue_timeout=False)
 
 
 def diffusion_step(outputs: dict[str, np.ndarray], steps: int) -> DiffusionStep:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from collections.abc import Mapping
@@ -28,12 +29,29 @@ def generate_path(model: str) -> str:
 
 
 def generate_body(request: InferRequest) -> bytes:
-    """The JSON body: one key per input, ``[1]``-shaped inputs as scalars, others as flat lists."""
+    """The JSON body: one key per input, ``[1]``-shaped inputs as scalars, others as flat lists.
+
+    JSON carries text only: BYTES values go as UTF-8 strings, or, when they are not text (encoded
+    images), as ``data:`` URIs with base64, which the endpoints that take images accept too.
+    """
     body = {
-        name: (array.reshape(-1).tolist() if array.shape != (1,) else array.item())
+        name: (
+            [_json_text(value) for value in array.reshape(-1)]
+            if array.dtype == np.object_
+            else array.reshape(-1).tolist()
+            if array.shape != (1,)
+            else array.item()
+        )
         for name, array in request.inputs.items()
     }
     return json.dumps(body).encode()
+
+
+def _json_text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "data:application/octet-stream;base64," + base64.b64encode(value).decode("ascii")
 
 
 def decode_event(

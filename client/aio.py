@@ -16,6 +16,7 @@ from genserve.client._requests import (
     DiffusionStep,
     InferRequest,
     Labels,
+    Prompts,
     Seeds,
     check_protocol,
     check_timeout,
@@ -24,6 +25,7 @@ from genserve.client._requests import (
     diffusion_step,
     gan_request,
     style_request,
+    text_to_image_request,
     with_heartbeat,
     with_image_bound,
 )
@@ -147,15 +149,7 @@ class AsyncClient:
             preview_every=preview_every,
             timeout=timeout,
         )
-        async with contextlib.aclosing(stream):
-            async for step in stream:
-                if step.final:
-                    return step.images
-                if on_preview is not None:
-                    result = on_preview(step)
-                    if inspect.isawaitable(result):
-                        await result
-        raise UnavailableError("the stream ended without images", model=contract.DIFFUSION_MODEL)
+        return await _final_images(stream, on_preview, contract.DIFFUSION_MODEL)
 
     def diffuse_stream(
         self,
@@ -177,6 +171,73 @@ class AsyncClient:
             preview_every = default_preview_every(steps)
         request = diffusion_request(
             labels, seeds, steps=steps, guidance=guidance, eta=eta, preview_every=preview_every, rng=self._rng
+        )
+        return self._stream(request, steps, self._deadline(timeout))
+
+    async def text_to_image(
+        self,
+        prompts: Prompts,
+        *,
+        seeds: Seeds = None,
+        negative_prompts: Prompts | None = None,
+        steps: int = int(contract.STEPS.default),
+        init_images: Sequence[ImageInput] | None = None,
+        guidance: float = float(contract.GUIDANCE.default),
+        strength: float = float(contract.STRENGTH.default),
+        eta: float = float(contract.ETA.default),
+        preview_every: int | None = None,
+        on_preview: Callable[[DiffusionStep], Any] | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """One image per prompt; see :meth:`Client.text_to_image`.
+
+        ``on_preview`` may be a coroutine function; cancelling the awaiting task cancels the sampling.
+        """
+        if preview_every is None:
+            preview_every = default_preview_every(steps) if on_preview is not None else 0
+        request = text_to_image_request(
+            prompts,
+            seeds,
+            negative_prompts,
+            steps,
+            guidance,
+            eta,
+            init_images,
+            strength,
+            preview_every,
+            self._rng,
+        )
+        stream = self._stream(request, steps, self._deadline(timeout))
+        return await _final_images(stream, on_preview, contract.TEXT_TO_IMAGE_MODEL)
+
+    def text_to_image_stream(
+        self,
+        prompts: Prompts,
+        *,
+        seeds: Seeds = None,
+        negative_prompts: Prompts | None = None,
+        steps: int = int(contract.STEPS.default),
+        init_images: Sequence[ImageInput] | None = None,
+        guidance: float = float(contract.GUIDANCE.default),
+        strength: float = float(contract.STRENGTH.default),
+        eta: float = float(contract.ETA.default),
+        preview_every: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[DiffusionStep]:
+        """An async iterator of previews, then the final images; see :meth:`Client.text_to_image_stream`."""
+        if preview_every is None:
+            preview_every = default_preview_every(steps)
+        request = text_to_image_request(
+            prompts,
+            seeds,
+            negative_prompts,
+            steps,
+            guidance,
+            eta,
+            init_images,
+            strength,
+            preview_every,
+            self._rng,
         )
         return self._stream(request, steps, self._deadline(timeout))
 
@@ -335,3 +396,18 @@ class AsyncClient:
                     raise
             await asyncio.sleep(wait)
             attempt += 1
+
+
+async def _final_images(
+    stream: AsyncIterator[DiffusionStep], on_preview: Callable[[DiffusionStep], Any] | None, model: str
+) -> np.ndarray:
+    """The final images of a sampling stream, awaiting ``on_preview`` on each preview; closes the stream."""
+    async with contextlib.aclosing(stream):
+        async for step in stream:
+            if step.final:
+                return step.images
+            if on_preview is not None:
+                result = on_preview(step)
+                if inspect.isawaitable(result):
+                    await result
+    raise UnavailableError("the stream ended without images", model=model)

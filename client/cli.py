@@ -47,15 +47,44 @@ def _parser() -> argparse.ArgumentParser:
     diffuse.add_argument("--progress", action="store_true", help="print each preview as it streams in")
     diffuse.add_argument("--out", type=Path, default=Path("outputs/client/diffusion"), help="output folder")
 
+    t2i = commands.add_parser(
+        "text-to-image", parents=[common], help="latent text-to-image: one PNG per prompt"
+    )
+    t2i.add_argument("prompts", nargs="+", help="one image per prompt (quote each prompt)")
+    t2i.add_argument("--negative", help="negative prompt for every image")
+    t2i.add_argument("--seeds", type=int, nargs="+", help="one per prompt (default: random)")
+    t2i.add_argument("--steps", type=int, default=int(contract.STEPS.default))
+    t2i.add_argument("--guidance", type=float, default=float(contract.GUIDANCE.default))
+    t2i.add_argument("--eta", type=float, default=float(contract.ETA.default))
+    t2i.add_argument("--init-image", type=Path, nargs="+", help="image-to-image: one start image per prompt")
+    t2i.add_argument("--strength", type=float, default=float(contract.STRENGTH.default))
+    t2i.add_argument("--progress", action="store_true", help="print each preview as it streams in")
+    t2i.add_argument("--out", type=Path, default=Path("outputs/client/text_to_image"), help="output folder")
+
     commands.add_parser("health", parents=[common], help="server readiness and the models it serves")
     return parser
 
 
-def _write_images(images: np.ndarray, labels: Sequence[int], out: Path) -> None:
+def _write_images(images: np.ndarray, labels: Sequence[object], out: Path) -> None:
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-        save_png(image, out / f"{index:03d}_label{label}.png")
+        save_png(image, out / f"{index:03d}_{_slug(label)}.png")
     save_png(contact_sheet(images, scale=4), out / "sheet.png")
     print(f"wrote {len(images)} images and sheet.png to {out}")
+
+
+def _slug(label: object) -> str:
+    """``label7`` for a digit label, the first words of a prompt (file-name safe) otherwise."""
+    if isinstance(label, int):
+        return f"label{label}"
+    words = "".join(c if c.isalnum() else "_" for c in str(label).lower()).strip("_")
+    return "_".join(part for part in words.split("_") if part)[:40] or "prompt"
+
+
+def _progress(started: float):  # noqa: ANN202 - a callback
+    def show(step: object) -> None:
+        print(f"  step {step.step}/{step.steps} after {time.perf_counter() - started:.3f} s")
+
+    return show
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -88,18 +117,28 @@ def _run(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - started
             save_png(image, args.out)
             print(f"wrote {image.shape[1]}x{image.shape[0]} image to {args.out}")
+        elif args.command == "text-to-image":
+            images = client.text_to_image(
+                args.prompts,
+                negative_prompts=args.negative,
+                seeds=args.seeds,
+                steps=args.steps,
+                guidance=args.guidance,
+                eta=args.eta,
+                init_images=args.init_image,
+                strength=args.strength,
+                on_preview=_progress(started) if args.progress else None,
+            )
+            elapsed = time.perf_counter() - started
+            _write_images(images, args.prompts, args.out)
         else:
-
-            def progress(step: object) -> None:
-                print(f"  step {step.step}/{step.steps} after {time.perf_counter() - started:.3f} s")
-
             images = client.diffuse(
                 args.labels,
                 seeds=args.seeds,
                 steps=args.steps,
                 guidance=args.guidance,
                 eta=args.eta,
-                on_preview=progress if args.progress else None,
+                on_preview=_progress(started) if args.progress else None,
             )
             elapsed = time.perf_counter() - started
             _write_images(images, args.labels, args.out)

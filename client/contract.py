@@ -15,7 +15,8 @@ import numpy as np
 GAN_MODEL = "gan"
 STYLE_MODEL = "style_transfer"
 DIFFUSION_MODEL = "diffusion"
-ENDPOINTS = (GAN_MODEL, STYLE_MODEL, DIFFUSION_MODEL)
+TEXT_TO_IMAGE_MODEL = "text_to_image"
+ENDPOINTS = (GAN_MODEL, STYLE_MODEL, DIFFUSION_MODEL, TEXT_TO_IMAGE_MODEL)
 
 NUM_CLASSES = 10
 """Digit labels 0..9; the diffusion UNet also takes label ``NUM_CLASSES`` as "no label" (guidance)."""
@@ -25,6 +26,9 @@ GAN_MAX_BATCH = 256
 
 DIFFUSION_MAX_IMAGES = 16
 """Images in one ``diffusion`` request (guidance doubles them to the UNet's 32 rows per call)."""
+
+TEXT_TO_IMAGE_MAX_IMAGES = 8
+"""Prompts (one image each) in one ``text_to_image`` request; guidance doubles them to 16 UNet rows."""
 
 MAX_SEED = 2**63 - 1
 
@@ -68,6 +72,8 @@ STEPS = Bound("steps", 1, 1000, default=20)
 GUIDANCE = Bound("guidance", 0.0, 20.0, default=2.0)
 ETA = Bound("eta", 0.0, 1.0, default=0.0)
 PREVIEW_EVERY = Bound("preview_every", 0, 1000, default=0)
+STRENGTH = Bound("strength", 0.0, 1.0, default=0.8)
+"""Image-to-image: how far the init image is noised (1 = fully, like text-to-image; 0 = unchanged)."""
 
 ITERATIONS = Bound("iterations", 1, 300, default=50)
 """Optimization steps of ``style_transfer``'s ``method="optimize"`` (ignored by the feed-forward mode)."""
@@ -260,7 +266,27 @@ DIFFUSION = Endpoint(
     outputs=(Tensor("image", "UINT8", (-1, -1, -1, -1)), Tensor("step", "INT32", (1,))),
     decoupled=True,
 )
-CONTRACT: dict[str, Endpoint] = {endpoint.name: endpoint for endpoint in (GAN, STYLE, DIFFUSION)}
+TEXT_TO_IMAGE = Endpoint(
+    TEXT_TO_IMAGE_MODEL,
+    max_batch_size=0,
+    max_images=TEXT_TO_IMAGE_MAX_IMAGES,
+    inputs=(
+        Tensor("prompt", "BYTES", (-1,)),
+        Tensor("negative_prompt", "BYTES", (-1,), optional=True),
+        Tensor("seed", "INT64", (-1,), bound=SEED),
+        Tensor("steps", "INT32", (1,), optional=True, bound=STEPS),
+        Tensor("guidance", "FP32", (1,), optional=True, bound=GUIDANCE),
+        Tensor("eta", "FP32", (1,), optional=True, bound=ETA),
+        Tensor("init_image", "BYTES", (-1,), optional=True),
+        Tensor("strength", "FP32", (1,), optional=True, bound=STRENGTH),
+        Tensor("preview_every", "INT32", (1,), optional=True, bound=PREVIEW_EVERY),
+    ),
+    outputs=(Tensor("image", "UINT8", (-1, -1, -1, 3)), Tensor("step", "INT32", (1,))),
+    decoupled=True,
+)
+CONTRACT: dict[str, Endpoint] = {
+    endpoint.name: endpoint for endpoint in (GAN, STYLE, DIFFUSION, TEXT_TO_IMAGE)
+}
 """Every endpoint by name."""
 
 

@@ -52,6 +52,16 @@ def image_tensor(value: ImageInput, name: str) -> tuple[str, np.ndarray]:
     )
 
 
+def encoded_image(value: ImageInput, name: str) -> bytes:
+    """One image as encoded bytes: files and bytes as they are, PIL images and pixel arrays as PNG.
+
+    Raises:
+        InvalidInputError: naming the argument and what is wrong with it.
+    """
+    kind, array = image_tensor(value, name)
+    return array[0, 0] if kind == name else encode_png(array[0])
+
+
 def _is_pil_image(value: object) -> bool:
     return type(value).__module__.startswith("PIL.") and hasattr(value, "convert")
 

@@ -16,6 +16,7 @@ from genserve.client._requests import (
     DiffusionStep,
     InferRequest,
     Labels,
+    Prompts,
     Seeds,
     check_protocol,
     check_timeout,
@@ -24,6 +25,7 @@ from genserve.client._requests import (
     diffusion_step,
     gan_request,
     style_request,
+    text_to_image_request,
     with_heartbeat,
     with_image_bound,
 )
@@ -196,13 +198,7 @@ class Client:
             preview_every=preview_every,
             timeout=timeout,
         )
-        with contextlib.closing(stream):
-            for step in stream:
-                if step.final:
-                    return step.images
-                if on_preview is not None:
-                    on_preview(step)
-        raise UnavailableError("the stream ended without images", model=contract.DIFFUSION_MODEL)
+        return _final_images(stream, on_preview, contract.DIFFUSION_MODEL)
 
     def diffuse_stream(
         self,
@@ -224,6 +220,95 @@ class Client:
             preview_every = default_preview_every(steps)
         request = diffusion_request(
             labels, seeds, steps=steps, guidance=guidance, eta=eta, preview_every=preview_every, rng=self._rng
+        )
+        return self._stream(request, steps, self._deadline(timeout))
+
+    def text_to_image(
+        self,
+        prompts: Prompts,
+        *,
+        seeds: Seeds = None,
+        negative_prompts: Prompts | None = None,
+        steps: int = int(contract.STEPS.default),
+        init_images: Sequence[ImageInput] | None = None,
+        guidance: float = float(contract.GUIDANCE.default),
+        strength: float = float(contract.STRENGTH.default),
+        eta: float = float(contract.ETA.default),
+        preview_every: int | None = None,
+        on_preview: Callable[[DiffusionStep], Any] | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """One image per prompt with the latent text-to-image model (``text_to_image`` endpoint).
+
+        Args:
+            prompts: One prompt or a list (up to 8), one image each. A prompt longer than the text
+                encoder takes is rejected by the server, not cut.
+            negative_prompts: What guidance steers away from: one string for every prompt or one per
+                prompt; default the empty prompt.
+            seeds: One seed per prompt; ``None`` draws random seeds. The same prompt, seed and settings
+                give the same bytes, whatever else the server is doing.
+            steps: DDIM steps (1..1000).
+            guidance: Classifier-free guidance scale (1 = the prompt alone, 0 = unconditional).
+            eta: DDIM noise, 0 (deterministic) to 1.
+            init_images: Image-to-image: one start image per prompt (a path, encoded bytes, a PIL image
+                or uint8 ``[H, W, 3]``), of the model's image size.
+            strength: With ``init_images``: 1 noises them fully, 0 returns them through the VAE unchanged.
+            preview_every: Steps between previews; default about ten previews when ``on_preview`` is set.
+            on_preview: Called with each preview (:class:`DiffusionStep`); if it raises, the sampling is
+                cancelled on the server and the exception propagates.
+            timeout: Deadline in seconds (default: the client's); when it passes the sampling is cancelled.
+
+        Returns:
+            uint8 RGB images ``[N, H, W, 3]``.
+        """
+        if preview_every is None:
+            preview_every = default_preview_every(steps) if on_preview is not None else 0
+        request = text_to_image_request(
+            prompts,
+            seeds,
+            negative_prompts,
+            steps,
+            guidance,
+            eta,
+            init_images,
+            strength,
+            preview_every,
+            self._rng,
+        )
+        stream = self._stream(request, steps, self._deadline(timeout))
+        return _final_images(stream, on_preview, contract.TEXT_TO_IMAGE_MODEL)
+
+    def text_to_image_stream(
+        self,
+        prompts: Prompts,
+        *,
+        seeds: Seeds = None,
+        negative_prompts: Prompts | None = None,
+        steps: int = int(contract.STEPS.default),
+        init_images: Sequence[ImageInput] | None = None,
+        guidance: float = float(contract.GUIDANCE.default),
+        strength: float = float(contract.STRENGTH.default),
+        eta: float = float(contract.ETA.default),
+        preview_every: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[DiffusionStep]:
+        """Sample like :meth:`text_to_image`, yielding each preview (decoded) and then the final images.
+
+        The last item has ``final`` set; closing the iterator early cancels the sampling on the server.
+        """
+        if preview_every is None:
+            preview_every = default_preview_every(steps)
+        request = text_to_image_request(
+            prompts,
+            seeds,
+            negative_prompts,
+            steps,
+            guidance,
+            eta,
+            init_images,
+            strength,
+            preview_every,
+            self._rng,
         )
         return self._stream(request, steps, self._deadline(timeout))
 
@@ -390,3 +475,16 @@ class Client:
                     raise
             time.sleep(wait)
             attempt += 1
+
+
+def _final_images(
+    stream: Iterator[DiffusionStep], on_preview: Callable[[DiffusionStep], Any] | None, model: str
+) -> np.ndarray:
+    """The final images of a sampling stream, handing each preview to ``on_preview``; closes the stream."""
+    with contextlib.closing(stream):
+        for step in stream:
+            if step.final:
+                return step.images
+            if on_preview is not None:
+                on_preview(step)
+    raise UnavailableError("the stream ended without images", model=model)

@@ -26,8 +26,12 @@ MODELS = {
     "diffusion": "diffusion_unet",
     "style": "style_network",
     "style_optimize": "style_gradient",
+    "text_to_image": "text_to_image_unet",
 }
 """Family -> model-repository name (the names of ``genserve.server.model_names``)."""
+PIPELINE_FAMILIES = {"text_to_image": ("text_to_image", "unet/diffusion_pytorch_model.safetensors")}
+"""Families whose weights are a diffusers pipeline directory: ``(endpoint name, weights file inside it)``;
+they export through the same converter as ``--from-diffusers``."""
 ENDPOINT_GRAPHS = {"gan": "gan"}
 """Family -> the endpoint written as one ONNX graph around the family's network."""
 VARIANTS = ("ortopt", "int8", "fp16", "tensorrt")
@@ -92,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(and of the style network when its checkpoint was trained on that file)",
     )
     parser.add_argument(
+        "--from-diffusers",
+        type=Path,
+        metavar="DIR",
+        help="convert a diffusers Stable Diffusion pipeline directory (model_index.json, text_encoder/, "
+        "tokenizer/, unet/, vae/, scheduler/) into the repository as a text-to-image endpoint, instead of "
+        "exporting the in-house families",
+    )
+    parser.add_argument(
+        "--name",
+        default="text_to_image",
+        help="endpoint name for --from-diffusers; its networks are NAME_text_encoder, NAME_unet, "
+        "NAME_vae_decoder, NAME_vae_encoder (default: %(default)s)",
+    )
+    parser.add_argument(
         "--benchmark-models",
         type=Path,
         metavar="DIR",
@@ -109,6 +127,13 @@ def stale_models(models: list[str], repository: Path, weights_dir: Path) -> list
     for family in models:
         names = [MODELS[family], *([ENDPOINT_GRAPHS[family]] if family in ENDPOINT_GRAPHS else [])]
         weights = weights_dir / f"{family}.safetensors"
+        if family in PIPELINE_FAMILIES:
+            from genserve.server.latent_diffusion import PARTS, part_model
+
+            endpoint, inside = PIPELINE_FAMILIES[family]
+            if not (weights_dir / family / "model_index.json").is_file():
+                continue  # nothing trained yet: nothing to export
+            names, weights = [part_model(endpoint, part) for part in PARTS], weights_dir / family / inside
         for name in names:
             onnx_path = repository / name / "1" / "model.onnx"
             if (
@@ -230,6 +255,8 @@ def _export_benchmark_models(folder: Path, say) -> None:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> int:
     """Run ``genserve export``; errors are one line on stderr (exit 2 for usage, 1 for failures)."""
     args = build_parser().parse_args(argv)
+    if args.from_diffusers is not None:
+        return _convert(args)
     models = args.models
     if args.if_missing:
         models = stale_models(models, args.repository, args.weights_dir)
@@ -256,6 +283,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    """``--from-diffusers``: one user pipeline into the repository, checked like every family."""
+    import re
+
+    import torch
+
+    from genserve.export import onnx_export
+    from genserve.export.diffusers_export import export_pipeline
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.name):
+        print(f"genserve export: --name {args.name!r} is not a valid model name", file=sys.stderr)
+        return 2
+    torch.set_num_threads(onnx_export.THREADS)
+    variants = [] if (args.no_variants or args.no_report) else args.variants
+    try:
+        rows = export_pipeline(
+            args.from_diffusers,
+            args.repository,
+            name=args.name,
+            variants=variants,
+            measure=not args.no_report,
+            progress=lambda line: print(line, flush=True),
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"genserve export: {error}", file=sys.stderr)
+        return 1
+    if not args.no_report:
+        md, js = write_report(rows, args.report_dir)
+        print(f"wrote {md} and {js}")
+    return 0
+
+
 def _export(models: list[str], variants: list[str], args: argparse.Namespace, say) -> list[dict]:  # noqa: ANN001
     import torch
 
@@ -267,6 +326,18 @@ def _export(models: list[str], variants: list[str], args: argparse.Namespace, sa
     digits = {"gan", "diffusion"} & set(models)
     classifier = _classifier(args.weights_dir, say) if measure and digits else None
     for family in models:
+        if family in PIPELINE_FAMILIES:
+            from genserve.export.diffusers_export import export_pipeline
+
+            endpoint = PIPELINE_FAMILIES[family][0]
+            source = args.weights_dir / family
+            if not (source / "model_index.json").is_file():
+                say(f"{family}: skipped, no pipeline at {source} (train it with `genserve train {family}`)")
+                continue
+            rows += export_pipeline(
+                source, args.repository, name=endpoint, variants=variants, measure=measure, progress=say
+            )
+            continue
         if family == "style_optimize":
             from genserve.export.style_optimize_export import export_style_optimizer
 

@@ -5,7 +5,7 @@ Importable only inside Triton's Python backend stub (``triton_python_backend_uti
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,9 @@ import triton_python_backend_utils as pb_utils
 
 from genserve.client.contract import Bound
 from genserve.server.drain import INFLIGHT_METRIC, draining
+from genserve.server.stepping import Cancelled, ConcurrencyLimit
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 def read_inputs(request: Any, names: Iterable[str]) -> dict[str, np.ndarray | None]:
@@ -97,3 +100,49 @@ class Admission:
     def finished(self, count: int = 1) -> None:
         """``count`` admitted requests were answered."""
         self._gauge.increment(-count)
+
+
+async def serve_decoupled(
+    request: Any,
+    endpoint: str,
+    admission: Admission,
+    limit: ConcurrencyLimit,
+    parse: Callable[[Any], dict[str, Any]],
+    run: Callable[[Any, dict[str, Any]], Awaitable[Any]],
+) -> None:
+    """Answer one request of a decoupled sampling endpoint; every outcome ends with a final response.
+
+    While the server drains for shutdown, or over the concurrency limit, the request is refused at once
+    (``UNAVAILABLE``, the client retries);
+    ``parse(request)`` raising ``ValueError`` is the client's mistake (``INVALID_ARG``, naming the input);
+    ``run(sender, settings)`` returns the final response and may send previews on ``sender`` before;
+    :class:`Cancelled` from it answers ``CANCELLED``, any other error ``INTERNAL``.
+    """
+    sender = request.get_response_sender()
+    if admission.refusing():
+        sender.send(admission.refusal(), flags=FINAL)
+        return
+    if not limit.try_enter():
+        message = f"{endpoint}: overloaded, {limit.active} requests already sampling; retry later"
+        sender.send(error_response(message, pb_utils.TritonError.UNAVAILABLE), flags=FINAL)
+        return
+    admission.started()
+    try:
+        try:
+            settings = parse(request)
+        except ValueError as error:
+            sender.send(error_response(f"{endpoint}: {error}"), flags=FINAL)
+            return
+        try:
+            response = await run(sender, settings)
+        except Cancelled:
+            message = f"{endpoint}: request cancelled"
+            sender.send(error_response(message, pb_utils.TritonError.CANCELLED), flags=FINAL)
+            return
+        except Exception as error:
+            sender.send(error_response(f"{endpoint}: {error}", pb_utils.TritonError.INTERNAL), flags=FINAL)
+            return
+        sender.send(response, flags=FINAL)
+    finally:
+        limit.leave()
+        admission.finished()

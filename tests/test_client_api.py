@@ -38,8 +38,11 @@ METHODS = [
     "models",
     "ready",
     "stylize",
+    "text_to_image",
+    "text_to_image_stream",
     "wait_ready",
 ]
+STREAMS = ("diffuse_stream", "text_to_image_stream")
 
 
 def test_public_names_are_pinned():
@@ -64,7 +67,7 @@ def test_sync_and_async_clients_have_the_same_methods_and_keyword_only_options()
         for parameter in list(sync.parameters.values())[2:]:
             if name != "check_models":
                 assert parameter.kind is inspect.Parameter.KEYWORD_ONLY, (name, parameter.name)
-        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)) == (name != "diffuse_stream"), name
+        assert inspect.iscoroutinefunction(getattr(AsyncClient, name)) == (name not in STREAMS), name
     assert (
         list(inspect.signature(Client).parameters)[1:] == list(inspect.signature(AsyncClient).parameters)[1:]
     )
