@@ -34,7 +34,15 @@ def start_server(tmp_path: Path) -> Iterator:
 
 
 REPOSITORY = MODEL_REPOSITORY
-ONNX_MODELS = ("gan", "gan_generator", "diffusion_unet", "style_network", "style_targets", "style_gradient")
+ONNX_MODELS = (
+    "gan",
+    "gan_generator",
+    "diffusion_unet",
+    "style_network",
+    "style_targets",
+    "style_gradient",
+    *(f"text_to_image_{part}" for part in ("text_encoder", "unet", "vae_decoder", "vae_encoder")),
+)
 
 
 @pytest.fixture(scope="session")

@@ -359,3 +359,25 @@ def test_benchmark_smoke_runs_batching_on_off_and_in_process(repository, tmp_pat
     assert set(entry["in_process"]) == {"1", "2"}
     assert (tmp_path / "text_to_image.png").stat().st_size > 0
     assert json.loads((tmp_path / "text_to_image.json").read_text())["pipelines"][0]["label"] == "tiny"
+
+
+# -- the in-house pipeline in the repository -----------------------------------------------------
+def test_committed_configs_carry_the_in_house_pipelines_facts():
+    from genserve.server.ddim import DDIMSchedule
+
+    root = Path(__file__).resolve().parents[1]
+    source = root / "export" / "weights" / "text_to_image"
+    config = text_format.Parse(
+        (root / "model_repository" / NAME / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    facts = LatentFacts.from_parameters({k: v.string_value for k, v in config.parameters.items()})
+    unet = json.loads((source / "unet" / "config.json").read_text())
+    vae = json.loads((source / "vae" / "config.json").read_text())
+    text = json.loads((source / "text_encoder" / "config.json").read_text())
+    tokenizer = json.loads((source / "tokenizer" / "tokenizer_config.json").read_text())
+    scheduler = json.loads((source / "scheduler" / "scheduler_config.json").read_text())
+    assert facts.latent_shape == (vae["latent_channels"], unet["sample_size"], unet["sample_size"])
+    assert facts.scaling_factor == vae["scaling_factor"] and facts.image_size == vae["sample_size"]
+    assert facts.text_length == min(tokenizer["model_max_length"], text["max_position_embeddings"])
+    assert facts.text_width == text["hidden_size"] == unet["cross_attention_dim"]
+    assert facts.schedule == DDIMSchedule.from_diffusers_config(scheduler).to_dict()
