@@ -153,6 +153,10 @@ def write_report(out_dir: Path) -> Path:
             + "\n### Every diffusion point (gRPC and HTTP)\n\n"
             + diffusion_points_table(points)
         )
+    if results.get("text_to_image", {}).get("pipelines"):
+        from genserve.benchmarks.text_to_image_bench import markdown
+
+        md.append(markdown(results["text_to_image"]))
     if (out_dir / "replicas.json").exists():
         from genserve.benchmarks.replicas import replicas_section
 

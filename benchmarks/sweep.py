@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genserve.benchmarks import baselines, hostinfo
+from genserve.benchmarks import baselines, hostinfo, text_to_image_bench
 from genserve.benchmarks.loadrun import LoadSpec, measure_point, pin_process_group
 from genserve.benchmarks.models import (
     Network,
@@ -63,6 +63,7 @@ class SweepConfig:
         unet_batches: In-process batch sizes for the UNets.
         style_batches: In-process batch sizes for the style network.
         bounds: p99 latency bound per endpoint, seconds.
+        text_to_image: The text-to-image step-batching run (:mod:`text_to_image_bench`).
     """
 
     gan_concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -90,6 +91,7 @@ class SweepConfig:
     bounds: dict[str, float] = field(
         default_factory=lambda: {GAN_MODEL: 0.1, STYLE_MODEL: 10.0, DIFFUSION_MODEL: 10.0}
     )
+    text_to_image: text_to_image_bench.BenchConfig = field(default_factory=text_to_image_bench.BenchConfig)
 
     @classmethod
     def full(cls) -> SweepConfig:
@@ -120,6 +122,7 @@ class SweepConfig:
             gan_batches=(1, 2),
             unet_batches=(1, 2),
             style_batches=(1,),
+            text_to_image=text_to_image_bench.BenchConfig.smoke(),
         )
 
 
@@ -170,6 +173,8 @@ class Sweep:
         self._gan()
         self._style()
         self._diffusion()
+        self.say("text_to_image: step batching on vs off")
+        self.results["text_to_image"] = text_to_image_bench.run(self.config.text_to_image, self.out_dir)
         self.results["points"] = self.points
         self.results["load_after"] = os.getloadavg()
         self.results["duration_s"] = time.time() - started

@@ -254,7 +254,9 @@ def run(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "text_to_image.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, out_dir / "text_to_image.png")
+    if results["pipelines"]:
+        plot(results, out_dir / "text_to_image.png")
+        (out_dir / "text_to_image.md").write_text(markdown(results))
     return results
 
 
@@ -297,6 +299,45 @@ def plot(results: dict, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def markdown(results: dict) -> str:
+    """The report section: one table row per pipeline and concurrency."""
+    c = results["config"]
+    lines = [
+        "## Text-to-image: cross-request UNet step batching",
+        "",
+        "![text_to_image](text_to_image.png)",
+        "",
+        f"Closed loop, one prompt per request, {c['steps']} steps, guidance {c['guidance']:g} (2 UNet rows "
+        f"per image and step), {c['seconds']:g} s per point over gRPC. Off = the UNet config regenerated "
+        "without `dynamic_batching`. In process = ONNX Runtime on the UNet alone for the same rows (no text "
+        "encoder, no VAE, no serving), batch 2 (one request at a time) and batch 2N.",
+        "",
+        "| pipeline | N | on images/s | off images/s | speedup | UNet rows/execution on / off "
+        "| in process batch 2N / batch 2 images/s | p50 on / off s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in results["pipelines"]:
+        for on, off in zip(entry["on"], entry["off"], strict=True):
+            inproc = entry["in_process"][str(on["users"])]
+            speedup = on["images_per_s"] / off["images_per_s"] if off["images_per_s"] else None
+            cells = [
+                entry["label"],
+                on["users"],
+                f"{on['images_per_s']:.2f}",
+                f"{off['images_per_s']:.2f}",
+                f"{_fmt(speedup, '.2f')}x",
+                f"{_fmt(on['unet_avg_batch'], '.1f')} / {_fmt(off['unet_avg_batch'], '.1f')}",
+                f"{inproc['batched_images_per_s']:.2f} / {inproc['serial_images_per_s']:.2f}",
+                f"{_fmt(on['p50_s'], '.2f')} / {_fmt(off['p50_s'], '.2f')}",
+            ]
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
