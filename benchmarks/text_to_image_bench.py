@@ -33,8 +33,8 @@ from genserve.client import Client
 from genserve.client.contract import TEXT_TO_IMAGE_MODEL
 from genserve.server.latent_diffusion import PARTS, LatentFacts, part_model
 from genserve.server.launcher import EmbeddedServer
+from genserve.server.paths import MODEL_REPOSITORY
 
-REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 ROWS_PER_IMAGE_STEP = 2
 """Guidance other than 0 and 1 runs a conditional and an unconditional row per image and step."""
 
@@ -237,7 +237,10 @@ def measure(label: str, repository: Path, config: BenchConfig, work: Path) -> di
 
 
 def run(
-    config: BenchConfig, out_dir: Path, repository: Path = REPOSITORY, extra: dict[str, Path] | None = None
+    config: BenchConfig,
+    out_dir: Path,
+    repository: Path = MODEL_REPOSITORY,
+    extra: dict[str, Path] | None = None,
 ) -> dict:
     """Measure every pipeline the config names; write ``text_to_image.json`` and the figure."""
     work = out_dir / "raw" / "text_to_image"

@@ -7,7 +7,6 @@ ONNX Runtime backend reads; the endpoint's parameters are what its ``model.py`` 
 
 from __future__ import annotations
 
-from genserve.client.contract import TEXT_TO_IMAGE_MAX_IMAGES
 from genserve.server.latent_diffusion import PARTS, LatentFacts, part_model
 
 MAX_CONCURRENT_REQUESTS = 64
@@ -83,7 +82,6 @@ def pipeline_config(name: str, facts: LatentFacts) -> str:
     parameters = {
         **{part: part_model(name, part) for part in PARTS},
         **facts.to_parameters(),
-        "max_images": str(TEXT_TO_IMAGE_MAX_IMAGES),
         "max_concurrent_requests": str(MAX_CONCURRENT_REQUESTS),
     }
     size = facts.image_size

@@ -28,7 +28,7 @@ from genserve.client.contract import (
     SEED,
     STEPS,
     STRENGTH,
-    TEXT_TO_IMAGE_MAX_IMAGES,
+    TEXT_TO_IMAGE,
     to_uint8,
 )
 from genserve.server.ddim import UNetCall, initial_noise, sample_loop
@@ -51,17 +51,7 @@ from genserve.server.triton_glue import (
     serve_decoupled,
 )
 
-INPUTS = (
-    "prompt",
-    "negative_prompt",
-    "seed",
-    "steps",
-    "guidance",
-    "eta",
-    "init_image",
-    "strength",
-    "preview_every",
-)
+INPUTS = TEXT_TO_IMAGE.input_names
 
 
 class TritonPythonModel:
@@ -78,7 +68,6 @@ class TritonPythonModel:
         self.tokenizer = PromptTokenizer(
             folder / TOKENIZER_FILE, self.facts.text_length, self.facts.pad_token_id
         )
-        self.max_images = int(params.get("max_images", TEXT_TO_IMAGE_MAX_IMAGES))
         # Decoupled requests never wait in Triton's queue: admission is bounded here instead.
         self.admission = Admission(self.name)
         self.limit = ConcurrencyLimit(int(params.get("max_concurrent_requests", "64")))
@@ -98,8 +87,7 @@ class TritonPythonModel:
             raise ValueError("input 'prompt' is missing")
         prompts = list(arrays["prompt"].reshape(-1))
         rows = len(prompts)
-        if not 1 <= rows <= self.max_images:
-            raise ValueError(f"prompt has {rows} values; allowed 1..{self.max_images} images per request")
+        TEXT_TO_IMAGE.check_images(rows, "prompt")
         negative = arrays["negative_prompt"]
         negatives = [b""] * rows if negative is None else list(negative.reshape(-1))
         if len(negatives) != rows:

@@ -364,11 +364,11 @@ def test_benchmark_smoke_runs_batching_on_off_and_in_process(repository, tmp_pat
 # -- the in-house pipeline in the repository -----------------------------------------------------
 def test_committed_configs_carry_the_in_house_pipelines_facts():
     from genserve.server.ddim import DDIMSchedule
+    from genserve.server.paths import MODEL_REPOSITORY, PROJECT_ROOT
 
-    root = Path(__file__).resolve().parents[1]
-    source = root / "export" / "weights" / "text_to_image"
+    source = PROJECT_ROOT / "export" / "weights" / "text_to_image"
     config = text_format.Parse(
-        (root / "model_repository" / NAME / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        (MODEL_REPOSITORY / NAME / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
     facts = LatentFacts.from_parameters({k: v.string_value for k, v in config.parameters.items()})
     unet = json.loads((source / "unet" / "config.json").read_text())
