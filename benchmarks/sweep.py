@@ -109,7 +109,8 @@ class SweepConfig:
             diffusion_concurrency=(1, 2),
             diffusion_http_concurrency=(2,),
             duration_s=2.0,
-            warmup_s=0.5,
+            # No warm-up cut: on a loaded host locust may start sending late in its 2 s run.
+            warmup_s=0.0,
             slow_duration_s=3.0,
             steps=2,
             paced_fractions=(0.5,),
