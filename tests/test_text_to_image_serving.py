@@ -220,14 +220,21 @@ def test_same_prompt_and_seed_same_bytes_alone_batched_and_over_http(server):
 
 
 def test_unet_steps_of_concurrent_requests_share_executions(server, http):
-    before = unet_stats(http)
-    # guidance 1 = one UNet row per image: any batching comes from joining requests.
+    # guidance 1 = one UNet row per image: any batching comes from joining requests. The tiny UNet's
+    # steps take about a millisecond, so on a loaded host the 8 streams can arrive too far apart to
+    # overlap in one round: the property must show in one of three rounds.
     requests = {f"r{i}": t2i_inputs([b"the digit %d" % i], [i], steps=20, guidance=1.0) for i in range(8)}
-    results = run(server.grpc_url, requests)
-    assert all(final_image(r).shape == (1, 32, 32, 3) for r in results.values())
-    inferences, executions = (a - b for a, b in zip(unet_stats(http), before, strict=True))
-    assert inferences == 8 * 20
-    assert executions <= inferences / 2, (executions, inferences)
+    rounds = []
+    for _ in range(3):
+        before = unet_stats(http)
+        results = run(server.grpc_url, requests)
+        assert all(final_image(r).shape == (1, 32, 32, 3) for r in results.values())
+        inferences, executions = (a - b for a, b in zip(unet_stats(http), before, strict=True))
+        assert inferences == 8 * 20
+        rounds.append(executions)
+        if executions <= inferences / 2:
+            break
+    assert min(rounds) <= 8 * 20 / 2, rounds
 
 
 def test_cancelling_one_request_stops_its_steps_while_the_others_complete(server, http):
