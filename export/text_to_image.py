@@ -2,7 +2,7 @@
 
 Five parts, each the architecture a Stable Diffusion pipeline uses, at digit size:
 - a CLIP-style byte-level BPE tokenizer whose merges spell out every caption word (:func:`build_tokenizer`);
-- transformers' ``CLIPTextModel`` (the text encoder, trained from scratch with the UNet);
+- transformers' ``CLIPTextModel`` (the text encoder: random and frozen, see :func:`build_text_encoder`);
 - diffusers' ``AutoencoderKL`` mapping 32x32 RGB digits to 4x8x8 latents;
 - diffusers' ``UNet2DConditionModel`` predicting the noise of a latent, cross-attending to the text;
 - a ``DDIMScheduler`` (scaled-linear betas, epsilon prediction, trailing timesteps, final alpha 1,
@@ -32,6 +32,14 @@ PIPELINE_DIR = WEIGHTS_DIR / FAMILY
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 WORD_END = "</w>"
+
+TOKEN_EMBEDDING_STD = 1.0
+"""Init std of the text encoder's token embeddings (transformers' default is 0.02).
+
+The encoder is kept frozen at its random init. With the default std the residual stream is dominated by
+the (shared) layer outputs and every prompt gives nearly the same states; at std 1 each position's state
+is mostly its own token, so the UNet can read the digit's word wherever a sentence puts it.
+"""
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,10 @@ def save_tokenizer_files(tokenizer: CLIPTokenizer, folder: Path) -> None:
 
 
 def build_text_encoder(config: TextToImageConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    """A freshly initialised CLIP text encoder sized for ``tokenizer`` (seed torch first)."""
+    """A freshly initialised CLIP text encoder sized for ``tokenizer`` (seed torch first).
+
+    Token embeddings are drawn with std :data:`TOKEN_EMBEDDING_STD`; everything else is transformers' init.
+    """
     text_config = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.text_width,
@@ -171,7 +182,10 @@ def build_text_encoder(config: TextToImageConfig, tokenizer: CLIPTokenizer) -> C
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(text_config)
+    model = CLIPTextModel(text_config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, TOKEN_EMBEDDING_STD)
+    return model
 
 
 def build_vae(config: TextToImageConfig) -> AutoencoderKL:

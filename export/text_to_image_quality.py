@@ -3,8 +3,8 @@
 ``python -m genserve.export.text_to_image_quality [DIR]``: prompts the diffusers pipeline with the
 *held-out* caption phrasings of every digit from fixed seeds and has the judge classifier read the
 images (per-digit and per-phrasing accuracy), computes the domain FID beside a noise baseline and an
-untrained baseline (UNet and text encoder at initialisation, decoded by the trained VAE), the
-nearest-training-image distance, and the VAE's reconstruction PSNR on the held-out digits. The
+untrained baseline (UNet at initialisation, with the pipeline's frozen random text encoder and trained
+VAE), the nearest-training-image distance, and the VAE's reconstruction PSNR on the held-out digits. The
 figures go into ``DIR/card.json`` and ``DIR/README.md``; ``DIR/samples.png`` shows prompts x seeds.
 """
 
@@ -75,11 +75,13 @@ def vae_psnr(vae: torch.nn.Module, images: np.ndarray) -> dict[str, float]:
 
 
 def untrained_copy(pipe, seed: int = 0):
-    """The pipeline with UNet and text encoder at initialisation (same configs, tokenizer, VAE)."""
+    """The pipeline with its UNet at initialisation (same config; tokenizer, text encoder and VAE kept).
+
+    The text encoder is not trained (it stays at its random init), so it is the untrained one already.
+    """
     torch.manual_seed(seed)
     unet = type(pipe.unet).from_config(pipe.unet.config)
-    text_encoder = type(pipe.text_encoder)(pipe.text_encoder.config)
-    return t2i.assemble(pipe.tokenizer, text_encoder, pipe.vae, unet, pipe.scheduler)
+    return t2i.assemble(pipe.tokenizer, pipe.text_encoder, pipe.vae, unet, pipe.scheduler)
 
 
 def sheet_prompts() -> list[str]:
@@ -197,11 +199,21 @@ def render_card(card: dict) -> str:
             f"- Training phrasings: {', '.join(repr(t) for t in card['captions']['train_phrasings'])}; "
             f"caption dropout {card['captions']['caption_dropout']} (classifier-free guidance).",
             f"- Held out of training: {', '.join(repr(t) for t in card['captions']['held_out_phrasings'])}.",
-            f"- VAE {card['vae_steps']} steps (batch {card.get('vae_batch_size', card['batch_size'])}), "
-            f"then UNet + text encoder {card['steps']} steps, batch "
+            f"- VAE {card['vae_steps']} steps (batch {card.get('vae_batch_size', card['batch_size'])}"
+            + (f", kept from `{card['vae_from']}`" if card.get("vae_from") else "")
+            + f"), then the UNet {card['steps']} steps under the frozen random text encoder, batch "
             f"{card['batch_size']}, seed {card['seed']}, {card['threads']} thread(s); {card['optimizer']}.",
             f"- Wall time {card['wall_time_s']['total']} s on a shared 2-core CPU host; final losses "
             f"{json.dumps(card['final_losses'])}.",
+            *(
+                [
+                    f"- The UNet continues a run of {card['continued_from']['steps']} steps: "
+                    f"`{card['continued_from']['command']} --out PREVIOUS --no-eval`, then the command "
+                    "below with `--init-from PREVIOUS`.",
+                ]
+                if card.get("continued_from")
+                else []
+            ),
             f"- Reproduce: `{card['command']}` (writes this directory and these figures).",
             "",
         ]

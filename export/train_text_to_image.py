@@ -3,10 +3,14 @@
 1. The VAE learns to reconstruct the RGB digits through a 4x8x8 latent (MSE plus a small KL term,
    random shifts as augmentation). Its scaling factor is then set so the training latents have unit
    standard deviation, as Stable Diffusion's is.
-2. The UNet and the text encoder learn together, from scratch, to predict the noise of training
-   latents at random timesteps, given a caption drawn from the training phrasings; a tenth of the
-   captions are empty so the same model serves classifier-free guidance. The saved weights are
-   exponential moving averages.
+2. The UNet learns, from scratch, to predict the noise of training latents at random timesteps, given
+   a caption drawn from the training phrasings; a tenth of the captions are empty so the same model
+   serves classifier-free guidance. The text encoder stays frozen at its random init (token
+   embeddings of std 1, see ``text_to_image.build_text_encoder``): trained jointly from scratch, its
+   states for different digits collapsed and the images ignored the prompt. The saved UNet weights
+   are exponential moving averages.
+
+``--vae-from DIR`` skips step 1 and takes the VAE (and its scaling factor) of an existing pipeline.
 
 The result is a diffusers pipeline directory (default ``export/weights/text_to_image/``) and its card.
 """
@@ -19,12 +23,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from tqdm import tqdm
+from transformers import CLIPTextModel
 
 from genserve.export import text_to_image as t2i
 from genserve.export.captions import HELD_OUT_PHRASINGS, TRAIN_PHRASINGS, all_captions, training_captions
 from genserve.export.checkpoint import WEIGHTS_DIR
 from genserve.export.data import load_split, random_shift
+from genserve.export.text_to_image_quality import read_card
 from genserve.export.training import (
     DATA_NOTE,
     EMA,
@@ -55,6 +62,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="pipeline directory whose UNet and text encoder to continue from (default: fresh init)",
+    )
+    parser.add_argument(
+        "--vae-from",
+        type=Path,
+        default=None,
+        help="pipeline directory whose trained VAE to keep instead of training one (default: train it)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -161,16 +180,16 @@ def train_denoiser(
     args: argparse.Namespace,
     rng: torch.Generator,
 ) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, float]]:
-    """Fit UNet and text encoder on scaled latents; returns their EMA copies and the final losses."""
+    """Fit the UNet on scaled latents under the frozen text encoder; returns its EMA copy and the losses."""
     mean, std = latents
     alpha_bar = scheduler.alphas_cumprod.float()
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(unet.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    ema_unet, ema_text = EMA(unet, decay=0.999), EMA(text_encoder, decay=0.999)
+    ema_unet = EMA(unet, decay=0.999)
+    text_encoder.eval().requires_grad_(False)
     ids_of = CaptionIds(tokenizer)
     losses = RunningMean()
     unet.train()
-    text_encoder.train()
     T = scheduler.config.num_train_timesteps
     for step in tqdm(range(args.steps), desc="unet", disable=args.no_progress, file=sys.stdout):
         for group in optimizer.param_groups:
@@ -183,16 +202,18 @@ def train_denoiser(
         a = alpha_bar[t].view(B, 1, 1, 1)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
         ids = ids_of(training_captions(labels[index], rng, CAPTION_DROPOUT))
-        context = text_encoder(ids).last_hidden_state  # (B, max_length, text_width)
+        with torch.no_grad():
+            context = text_encoder(ids).last_hidden_state  # (B, max_length, text_width)
         loss = F.mse_loss(unet(z_t, t, encoder_hidden_states=context).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         ema_unet.update(unet)
-        ema_text.update(text_encoder)
         losses.add(mse=loss.item())
-    return ema_unet.module, ema_text.module, losses.means()
+        if args.no_progress and (step + 1) % 100 == 0:
+            print(f"unet step {step + 1}/{args.steps} mse {losses.means()['mse']:.4f}", flush=True)
+    return ema_unet.module, losses.means()
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -207,13 +228,28 @@ def train(args: argparse.Namespace) -> dict:
     vae, unet = t2i.build_vae(config), t2i.build_unet(config)
     text_encoder, scheduler = t2i.build_text_encoder(config, tokenizer), t2i.build_scheduler(config)
 
-    vae_losses = train_vae(vae, images, args, rng)
+    if args.vae_from is None:
+        vae_losses = train_vae(vae, images, args, rng)
+        mean, std = encode_latents(vae, images)
+        # Stable Diffusion's convention: latents times scaling_factor have unit variance.
+        scaling = float(1.0 / mean.std())
+        vae.register_to_config(scaling_factor=scaling)
+    else:
+        vae = AutoencoderKL.from_pretrained(str(args.vae_from / "vae")).eval()
+        source = read_card(args.vae_from)
+        vae_losses = source.get("final_losses", {}).get("vae", {})
+        # The card describes the VAE's own training, which happened in the source run.
+        args.vae_steps = source.get("vae_steps", args.vae_steps)
+        args.vae_batch_size = source.get("vae_batch_size", args.vae_batch_size)
+        mean, std = encode_latents(vae, images)
+        scaling = float(vae.config.scaling_factor)
     vae_seconds = clock.seconds()
-    mean, std = encode_latents(vae, images)
-    # Stable Diffusion's convention: latents times scaling_factor have unit variance.
-    scaling = float(1.0 / mean.std())
-    vae.register_to_config(scaling_factor=scaling)
-    unet_ema, text_ema, unet_losses = train_denoiser(
+    if args.init_from is not None:
+        # Continue an earlier run: its UNet, and its frozen text encoder (the one that UNet learned to read).
+        unet = UNet2DConditionModel.from_pretrained(str(args.init_from / "unet"))
+        text_encoder = CLIPTextModel.from_pretrained(str(args.init_from / "text_encoder"))
+    text_ema = text_encoder
+    unet_ema, unet_losses = train_denoiser(
         unet, text_encoder, tokenizer, scheduler, (mean * scaling, std * scaling), labels, args, rng
     )
     pipe = t2i.assemble(tokenizer, text_ema, vae, unet_ema, scheduler)
@@ -241,13 +277,19 @@ def train(args: argparse.Namespace) -> dict:
         },
         "seed": args.seed,
         "vae_steps": args.vae_steps,
+        "vae_from": None if args.vae_from is None else str(args.vae_from),
+        # A continued run's UNet also went through the earlier run's steps (its own card's command).
+        "continued_from": None
+        if args.init_from is None
+        else {k: read_card(args.init_from).get(k) for k in ("steps", "command", "wall_time_s")},
         "steps": args.steps,
         "batch_size": args.batch_size,
         "vae_batch_size": args.vae_batch_size,
         "threads": args.threads,
         "optimizer": (
-            f"AdamW, peak lr {2 * args.lr} (VAE) and {args.lr} (UNet + text encoder), warm-up + cosine "
-            f"decay, grad clip 1.0, EMA decay 0.999 (UNet, text encoder); VAE KL weight {KL_WEIGHT}"
+            f"AdamW, peak lr {2 * args.lr} (VAE) and {args.lr} (UNet; text encoder frozen at its random "
+            f"init, token embedding std {t2i.TOKEN_EMBEDDING_STD}), warm-up + cosine decay, grad clip 1.0, "
+            f"EMA decay 0.999 (UNet); VAE KL weight {KL_WEIGHT}"
         ),
         "wall_time_s": {"vae": vae_seconds, "total": clock.seconds()},
         "final_losses": {"vae": vae_losses, "unet": unet_losses},
@@ -255,6 +297,8 @@ def train(args: argparse.Namespace) -> dict:
             f"genserve train text_to_image --vae-steps {args.vae_steps} --steps {args.steps} "
             f"--batch-size {args.batch_size} --vae-batch-size {args.vae_batch_size} --lr {args.lr} "
             f"--seed {args.seed} --threads {args.threads}"
+            + (f" --vae-from {args.vae_from}" if args.vae_from is not None else "")
+            + (f" --init-from {args.init_from}" if args.init_from is not None else "")
         ),
     }
 

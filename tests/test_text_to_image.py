@@ -24,8 +24,10 @@ from genserve.export.captions import (
     held_out_prompts,
     training_captions,
 )
+from genserve.export.checkpoint import weights_path
+from genserve.export.classifier import load_classifier, predict
 from genserve.export.data import load_split
-from genserve.export.text_to_image_quality import read_card, vae_psnr
+from genserve.export.text_to_image_quality import GUIDANCE, SEED_BASE, STEPS, read_card, vae_psnr
 
 MIN_ACCURACY = 0.8
 
@@ -126,6 +128,17 @@ def test_a_row_is_the_same_alone_and_in_a_batch(pipe):
     alone = t2i.generate(pipe, prompts[1:2], seeds[1:2], steps=4, guidance=3.0)
     np.testing.assert_allclose(batched[1], alone[0], atol=2e-3)
     assert np.abs(batched[0] - batched[1]).max() > 0.1  # rows differ: the test could fail
+
+
+def test_committed_pipeline_draws_the_digit_of_held_out_phrasings(pipe):
+    # One image per digit and held-out phrasing, fixed seeds; the card holds the larger sample.
+    prompts, labels = held_out_prompts(1)
+    seeds = SEED_BASE + 7 + np.arange(len(prompts))  # other seeds than the card's figures
+    images = t2i.to_grey(t2i.generate(pipe, prompts, seeds, steps=STEPS, guidance=GUIDANCE))
+    predicted, _ = predict(load_classifier(weights_path("classifier")), images)
+    per_digit = {d: float((predicted[labels == d] == d).mean()) for d in range(10)}
+    assert float((predicted == labels).mean()) >= MIN_ACCURACY, per_digit
+    assert min(per_digit.values()) >= 0.6, per_digit  # 3 of 5 phrasings at least, for every digit
 
 
 def test_committed_vae_reconstructs_held_out_digits(pipe):
